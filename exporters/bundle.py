@@ -1,0 +1,116 @@
+"""The deployable bundle: one zip that serves with ONNX Runtime alone.
+
+Contents: ``model.onnx``, ``tokenizer.json`` (+ ``tokenizer_config.json``), ``config.json`` (labels, max_length,
+padding token, input names, base model, method, hyper-parameters, metrics, parity), ``predict.py`` (needs only
+onnxruntime, tokenizers, numpy), ``parity.json``, ``metrics.json`` and ``README.md`` (model card). The zip is
+written under a temporary name and renamed when complete, and is refused when parity failed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+from peft_core.errors import ExportError
+
+from .parity import ParityReport
+
+TEMPLATE = Path(__file__).resolve().parent / "templates" / "predict.py"
+
+
+def model_card(cfg: dict) -> str:
+    """Markdown model card from the bundle config (data, method, metrics, parity, base-model license)."""
+    m, base, data = cfg["metrics"], cfg["base_model"], cfg.get("data", {})
+    labels = ", ".join(cfg["id2label"].values())
+    return f"""# Text classifier: {cfg['task']['label_column']} from {cfg['task']['text_column']}
+
+Fine-tuned from **{base['source']}** (license: {base['license']}) with **{cfg['method']}**
+({json.dumps(cfg['method_config'])}); {cfg['trainable_parameters']:,} of {cfg['total_parameters']:,} parameters
+trained ({100 * cfg['trainable_parameters'] / cfg['total_parameters']:.2f}%).
+
+## Data
+Source file `{Path(data.get('source', '?')).name}`; split sizes {data.get('split_sizes', {})};
+{len(cfg['id2label'])} labels: {labels}.
+
+## Held-out results ({m['split']}, {m['n']} rows)
+| metric | model | majority baseline (always '{m['baseline_label']}') |
+|---|---|---|
+| accuracy | {m['accuracy']:.4f} | {m['baseline_accuracy']:.4f} |
+| macro-F1 | {m['macro_f1']:.4f} | {m['baseline_macro_f1']:.4f} |
+
+## Export
+ONNX opset {cfg['onnx']['opset']}, inputs {', '.join(cfg['input_names'])} (int64 [batch, sequence], dynamic),
+output `logits` (float32 [batch, {len(cfg['id2label'])}]); texts truncated to {cfg['max_length']} tokens.
+{cfg['parity']['summary']}
+
+## Use
+```
+pip install onnxruntime tokenizers numpy
+python predict.py "some text"
+python predict.py --csv file.csv --column text --output predictions.csv
+```
+Limitations: trained on the data above only; scores come from one held-out split and can differ on other data.
+"""
+
+
+def build_bundle(out_zip: str | Path, onnx_path: str | Path, tokenizer, config: dict,
+                 parity: ParityReport, extra_files: dict[str, str | Path] | None = None) -> Path:
+    """Write the bundle zip.
+
+    Args:
+        config: the bundle config (see module doc); must hold id2label, max_length, metrics, parity, ...
+        extra_files: arcname -> path of further files to include (e.g. ``model.int8.onnx``).
+    Returns:
+        Path of the finished zip.
+    Raises:
+        ExportError: parity failed (the bundle is not written) or a file is missing.
+    """
+    if not parity.passed:
+        raise ExportError("the ONNX model did not match PyTorch, so no bundle is offered: " + parity.summary())
+    out_zip = Path(out_zip)
+    out_zip.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bundle_") as tmp:
+        tok_dir = Path(tmp) / "tok"
+        tokenizer.save_pretrained(tok_dir)
+        if not (tok_dir / "tokenizer.json").exists():
+            raise ExportError("the tokenizer has no fast (tokenizers) version, so predict.py cannot use it")
+        files = {"model.onnx": Path(onnx_path), "tokenizer.json": tok_dir / "tokenizer.json",
+                 "predict.py": TEMPLATE, **{k: Path(v) for k, v in (extra_files or {}).items()}}
+        if (tok_dir / "tokenizer_config.json").exists():
+            files["tokenizer_config.json"] = tok_dir / "tokenizer_config.json"
+        texts = {"config.json": json.dumps(config, indent=2), "parity.json": json.dumps(parity.to_dict(), indent=2),
+                 "metrics.json": json.dumps(config["metrics"], indent=2), "README.md": model_card(config)}
+        fd, partial = tempfile.mkstemp(prefix=".bundle-", suffix=".zip.partial", dir=out_zip.parent)
+        os.close(fd)
+        try:
+            with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as z:
+                for arc, src in files.items():
+                    z.write(src, arc)
+                for arc, text in texts.items():
+                    z.writestr(arc, text)
+            os.replace(partial, out_zip)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+    return out_zip
+
+
+def extract_bundle(zip_path: str | Path, dest: str | Path) -> Path:
+    """Unzip a bundle into ``dest`` refusing entries that would land outside it. Returns ``dest``."""
+    dest = Path(dest).resolve()
+    dest.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(zip_path) as z:
+        for info in z.infolist():
+            target = (dest / info.filename).resolve()
+            if dest not in target.parents and target != dest:
+                raise ExportError(f"bundle entry {info.filename!r} would be written outside {dest}")
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with z.open(info) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+    return dest

@@ -1,0 +1,138 @@
+"""Parity: PyTorch vs ONNX Runtime on real held-out rows, at several batch sizes, with padding.
+
+Like optimum's export validation, every check runs and every failure is collected, then one
+:class:`ParityReport` says whether the export may be shipped: max |delta logit| <= atol and identical argmax on
+every row of every check. The last check feeds texts longer than ``max_length`` (truncation path).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from peft_core.inference import batch_inputs
+
+DEFAULT_ATOL = 1e-4
+
+
+@dataclass
+class ParityCheck:
+    """One comparison: ``rows`` texts in batches of ``batch_size``; ``max_tokens`` the longest padded batch."""
+
+    name: str
+    batch_size: int
+    rows: int
+    max_tokens: int
+    max_abs_diff: float
+    argmax_agreement: float
+    passed: bool
+
+
+@dataclass
+class ParityReport:
+    """All checks of one ONNX file. ``passed`` is False if any check failed or raised."""
+
+    onnx_path: str
+    atol: float
+    checks: list[ParityCheck] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and not self.failures
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max((c.max_abs_diff for c in self.checks), default=float("nan"))
+
+    @property
+    def argmax_agreement(self) -> float:
+        rows = sum(c.rows for c in self.checks)
+        return sum(c.argmax_agreement * c.rows for c in self.checks) / rows if rows else float("nan")
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), passed=self.passed, max_abs_diff=self.max_abs_diff,
+                    argmax_agreement=self.argmax_agreement)
+
+    def to_table(self) -> pd.DataFrame:
+        df = pd.DataFrame([asdict(c) for c in self.checks])
+        if len(df):
+            df["max_abs_diff"] = df["max_abs_diff"].map(lambda v: f"{v:.2e}")
+            df["passed"] = df["passed"].map({True: "yes", False: "NO"})
+        return df
+
+    def summary(self) -> str:
+        verdict = "PASSED" if self.passed else "FAILED"
+        text = (f"Parity {verdict}: max |Δlogit| {self.max_abs_diff:.2e} (limit {self.atol:.0e}), argmax "
+                f"agreement {100 * self.argmax_agreement:.2f}% over {sum(c.rows for c in self.checks)} rows.")
+        return text + ("" if self.passed else " Failures: " + "; ".join(self.failures))
+
+
+def ort_session(onnx_path: str | Path, threads: int | None = None):
+    """An ONNX Runtime CPU session with full graph optimisation."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+
+
+def _compare(model, sess, tokenizer, texts: Sequence[str], max_length: int, batch_size: int, atol: float,
+             name: str) -> ParityCheck:
+    names = [i.name for i in sess.get_inputs()]
+    worst, agree, longest = 0.0, 0, 0
+    for i in range(0, len(texts), batch_size):
+        inputs = batch_inputs(tokenizer, texts[i:i + batch_size], max_length)
+        longest = max(longest, inputs["input_ids"].shape[1])
+        with torch.no_grad():
+            ref = model(**inputs).float().numpy()
+        got = sess.run(["logits"], {n: inputs[n].numpy() for n in names})[0]
+        if got.shape != ref.shape:
+            raise ValueError(f"output shape {got.shape} != PyTorch {ref.shape}")
+        worst = max(worst, float(np.abs(got - ref).max()))
+        agree += int((got.argmax(-1) == ref.argmax(-1)).sum())
+    n = len(texts)
+    return ParityCheck(name, batch_size, n, longest, worst, agree / n, worst <= atol and agree == n)
+
+
+def check_parity(model, tokenizer, onnx_path: str | Path, texts: Sequence[str], max_length: int,
+                 batch_sizes: Sequence[int] = (1, 2, 17), rows_per_check: int = 68,
+                 atol: float = DEFAULT_ATOL) -> ParityReport:
+    """Compare ``model`` (PyTorch, eval) and the ONNX file on ``texts`` (held-out rows, in their own order so
+    batches mix lengths and need padding).
+
+    Returns:
+        ParityReport; failures name the check and what differed. Never raises for a mismatch.
+    """
+    model = model.cpu().eval()
+    report = ParityReport(onnx_path=str(onnx_path), atol=atol)
+    texts = [str(t) for t in texts]
+    if not texts:
+        report.failures.append("no held-out texts to compare on")
+        return report
+    try:
+        sess = ort_session(onnx_path)
+    except Exception as e:  # onnxruntime raises its own exception types for broken files
+        report.failures.append(f"ONNX Runtime cannot load the model: {e}")
+        return report
+    longest = max(texts, key=len)
+    long_texts = [(longest + " ") * (1 + 4 * max_length // max(len(longest.split()), 1))] * 2 + texts[:3]
+    plans = [(f"batch {b}", texts[:max(rows_per_check, b)], b) for b in batch_sizes]
+    plans.append(("over max_length", long_texts, len(long_texts)))
+    for name, rows, b in plans:
+        try:
+            check = _compare(model, sess, tokenizer, rows, max_length, b, atol, name)
+        except Exception as e:  # a runtime failure on one check is recorded, the others still run
+            report.failures.append(f"{name}: {type(e).__name__}: {e}")
+            continue
+        report.checks.append(check)
+        if not check.passed:
+            report.failures.append(f"{name}: max |Δlogit| {check.max_abs_diff:.2e} > {atol:.0e} or argmax "
+                                   f"agreement {100 * check.argmax_agreement:.1f}% < 100%")
+    return report

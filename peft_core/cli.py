@@ -1,0 +1,121 @@
+"""Headless entry point: ``python -m peft_core train --data FILE --method head --out DIR --export``.
+
+It builds the same RunConfig the app builds, calls the same core functions, and prints the same report: data
+summary, trainable parameters, a tqdm bar over training steps, held-out metrics beside the majority baseline,
+per-class scores, and the parity table. Errors a user can cause print one line and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import PeftCoreError
+from .methods import METHODS
+from .models import DEFAULT_MODEL, REGISTRY
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m peft_core", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="fine-tune, evaluate and optionally export a bundle")
+    t.add_argument("--data", required=True, help="training file: CSV, TSV, JSON, JSONL or Parquet")
+    t.add_argument("--test-data", help="held-out file with the same columns (default: split from --data)")
+    t.add_argument("--text-column", help="text column (default: inferred)")
+    t.add_argument("--label-column", help="label column (default: inferred)")
+    t.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"base model: one of {', '.join(REGISTRY)}, a local folder, or a Hub ID")
+    t.add_argument("--method", default="head", choices=list(METHODS), help="what to train")
+    t.add_argument("--out", required=True, help="run folder to write (model, reports, plots, bundle)")
+    t.add_argument("--export", action="store_true", help="export ONNX, check parity and write bundle.zip")
+    g = t.add_argument_group("hyper-parameters (default: the method's)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--learning-rate", type=float, help="encoder / adapter learning rate")
+    g.add_argument("--head-learning-rate", type=float)
+    g.add_argument("--weight-decay", type=float, default=0.01)
+    g.add_argument("--warmup-ratio", type=float, default=0.1)
+    g.add_argument("--max-length", type=int, default=128, help="tokens per text (longer texts are truncated)")
+    g.add_argument("--dropout", type=float, default=0.1, help="head dropout")
+    g.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--no-feature-cache", action="store_true", help="recompute a frozen encoder every step")
+    m = t.add_argument_group("method options")
+    m.add_argument("--num-layers", type=int, default=2, help="last_n: how many top layers train")
+    m.add_argument("--lora-r", type=int, default=8)
+    m.add_argument("--lora-alpha", type=float, default=16.0)
+    m.add_argument("--lora-dropout", type=float, default=0.1)
+    m.add_argument("--lora-targets", default="", help="comma-separated module names (default: per model)")
+    return ap
+
+
+def _method_config(args) -> dict:
+    return {"head": {}, "last_n": {"num_layers": args.num_layers},
+            "lora": {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
+                     "target_modules": args.lora_targets}}.get(args.method, {})
+
+
+def _print_table(df) -> None:
+    print(df.to_string(index=False))
+
+
+def cmd_train(args) -> int:
+    from .callbacks import TqdmBar
+    from .pipeline import RunConfig, export_run, fine_tune, trainable_summary
+    from .training import TrainConfig
+
+    tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                       head_learning_rate=args.head_learning_rate, weight_decay=args.weight_decay,
+                       warmup_ratio=args.warmup_ratio, max_length=args.max_length, dropout=args.dropout,
+                       early_stopping_patience=args.patience, seed=args.seed,
+                       feature_cache=not args.no_feature_cache)
+    cfg = RunConfig(train_file=args.data, test_file=args.test_data, text_column=args.text_column,
+                    label_column=args.label_column, model=args.model, method=args.method,
+                    method_config=_method_config(args), train=tcfg)
+    from .data import prepare_data
+
+    data = prepare_data(cfg.train_file, cfg.test_file, text_column=cfg.text_column, label_column=cfg.label_column,
+                        seed=tcfg.seed)
+    print("== Data\n" + data.report.to_markdown().replace("**", ""))
+    _print_table(data.report.class_table())
+
+    def show_message(ev):
+        if ev.kind == "message":
+            print(f"== Model {args.model}, method {args.method}: {ev.message}")
+
+    run = fine_tune(cfg, args.out, [show_message, TqdmBar(mininterval=2, file=sys.stderr)], data=data)
+    r = run.train_result
+    print(f"== Training: {len(r.history)} epochs in {r.seconds:.1f} s (best epoch {r.best_epoch}"
+          f"{', stopped early' if r.stopped_early else ''}; feature cache {'on' if r.used_feature_cache else 'off'})")
+    print("== Evaluation\n" + run.eval_report.to_markdown().replace("**", ""))
+    _print_table(run.eval_report.metrics_table())
+    if len(run.eval_report.labels) <= 30:
+        _print_table(run.eval_report.per_class_table())
+    print(f"Model saved to {run.run_dir / 'model'}; plots {', '.join(str(p) for p in run.plots.values())}")
+    if args.export:
+        res = export_run(run)
+        print("== Export\n" + res.parity.to_table().to_string(index=False))
+        print(res.message)
+        if res.bundle is None:
+            return 1
+        print(f"Bundle: {res.bundle}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = _parser().parse_args(argv)
+    try:
+        return {"train": cmd_train}[args.command](args)
+    except PeftCoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Held-out evaluation (scikit-learn metrics) with the majority-class baseline beside it, and the plots.
+
+Metrics: accuracy, macro-F1 (unweighted mean of per-class F1), per-class precision / recall / F1 / support,
+confusion matrix (rows = true label, columns = predicted). The baseline predicts the most frequent training
+label for every row, so a user sees what the model added over "always say the common class".
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class EvalReport:
+    """Evaluation of one model on one split. Scores are fractions in [0, 1]."""
+
+    split: str
+    n: int
+    accuracy: float
+    macro_f1: float
+    baseline_label: str
+    baseline_accuracy: float
+    baseline_macro_f1: float
+    labels: list[str]
+    per_class: list[dict] = field(default_factory=list)
+    confusion: list[list[int]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def metrics_table(self) -> pd.DataFrame:
+        """Model vs majority baseline: rows accuracy / macro-F1."""
+        return pd.DataFrame({"metric": ["accuracy", "macro-F1"],
+                             "model": [round(self.accuracy, 4), round(self.macro_f1, 4)],
+                             f"baseline (always '{self.baseline_label}')": [round(self.baseline_accuracy, 4),
+                                                                          round(self.baseline_macro_f1, 4)]})
+
+    def per_class_table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.per_class).round(4)
+
+    def to_markdown(self) -> str:
+        return (f"Held-out {self.split} ({self.n} rows): accuracy **{self.accuracy:.4f}**, macro-F1 "
+                f"**{self.macro_f1:.4f}**; majority baseline (always '{self.baseline_label}'): accuracy "
+                f"{self.baseline_accuracy:.4f}, macro-F1 {self.baseline_macro_f1:.4f}.")
+
+
+def evaluate(y_true: Sequence[int], logits: np.ndarray, labels: Sequence[str], train_labels: Sequence[int],
+             split: str = "test") -> EvalReport:
+    """Score predictions.
+
+    Args:
+        y_true: int class ids [n].
+        logits: float [n, num_labels] (argmax is the prediction).
+        labels: label names in id order (len num_labels).
+        train_labels: training class ids, to find the majority class.
+    Raises:
+        ValueError: shapes disagree or no rows.
+    """
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    y = np.asarray(y_true)
+    logits = np.asarray(logits)
+    if len(y) == 0 or logits.shape != (len(y), len(labels)):
+        raise ValueError(f"expected logits of shape ({len(y)}, {len(labels)}), got {logits.shape}")
+    pred = logits.argmax(-1)
+    ids = list(range(len(labels)))
+    majority = int(np.bincount(np.asarray(train_labels), minlength=len(labels)).argmax())
+    base = np.full_like(y, majority)
+    p, r, f, s = precision_recall_fscore_support(y, pred, labels=ids, zero_division=0)
+    per_class = [{"label": labels[i], "precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                  "support": int(s[i])} for i in ids]
+    return EvalReport(
+        split=split, n=len(y), accuracy=float(accuracy_score(y, pred)),
+        macro_f1=float(f1_score(y, pred, labels=ids, average="macro", zero_division=0)),
+        baseline_label=labels[majority], baseline_accuracy=float(accuracy_score(y, base)),
+        baseline_macro_f1=float(f1_score(y, base, labels=ids, average="macro", zero_division=0)),
+        labels=list(labels), per_class=per_class, confusion=confusion_matrix(y, pred, labels=ids).tolist())
+
+
+def _figure(w: float, h: float):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(w, h), dpi=100)
+
+
+def plot_confusion(report: EvalReport, path: str | Path) -> Path:
+    """Row-normalised confusion matrix (share of each true label), counts printed when there are <= 20
+    classes. Writes a PNG and returns its path."""
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(report.confusion, dtype=float)
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    k = len(report.labels)
+    size = min(4 + 0.35 * k, 24)
+    fig, ax = _figure(size, size * 0.85)
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of true label")
+    ax.set_xticks(range(k), report.labels, rotation=90 if k > 6 else 0, fontsize=8 if k > 20 else 10)
+    ax.set_yticks(range(k), report.labels, fontsize=8 if k > 20 else 10)
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    ax.set_title(f"Confusion matrix, {report.split} split ({report.n} rows)")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center",
+                        color="white" if share[i, j] > 0.5 else "black", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_training(step_losses: Sequence[float], history: Sequence[dict], path: str | Path) -> Path:
+    """Loss curve: training loss per step (light) and its moving average, validation loss per epoch, and
+    validation macro-F1 on a second axis. Writes a PNG and returns its path."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = _figure(8, 4.5)
+    steps = np.arange(1, len(step_losses) + 1)
+    ax.plot(steps, step_losses, color="#9ecae1", lw=0.8, label="train loss (step)")
+    if len(step_losses) >= 10:
+        w = max(len(step_losses) // 50, 5)
+        ax.plot(steps[w - 1:], np.convolve(step_losses, np.ones(w) / w, mode="valid"), color="#08519c",
+                label=f"train loss ({w}-step mean)")
+    per_epoch = len(step_losses) / max(len(history), 1)
+    ep_steps = [h["epoch"] * per_epoch for h in history]
+    ax.plot(ep_steps, [h["val_loss"] for h in history], "o-", color="#e6550d", label="validation loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy loss")
+    ax2 = ax.twinx()
+    ax2.plot(ep_steps, [h["val_macro_f1"] for h in history], "s--", color="#31a354", label="validation macro-F1")
+    ax2.set_ylabel("validation macro-F1")
+    ax2.set_ylim(0, 1.02)
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="center right", fontsize=8)
+    ax.set_title("Training progress")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,55 @@
+"""Parameter-efficient methods, registered by name (after peft's one-folder-per-tuner layout).
+
+:data:`METHODS` is the only list of methods: the app's choices, the CLI's ``--method`` and the parametrized
+tests all read it. A method is a config dataclass (validating itself) plus ``apply(model, config, spec)`` that
+freezes / wraps the model so only the chosen parameters train, plus the training defaults that make it converge.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+from ..errors import ConfigError
+from . import head, last_n, lora
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method: name, title, config class, apply function and TrainConfig defaults."""
+
+    name: str
+    title: str
+    config_cls: type
+    apply: Callable
+    train_defaults: dict = field(default_factory=dict)
+    merge: Callable | None = None  # turns a wrapped model back into a plain one before saving/export
+
+
+METHODS: dict[str, Method] = {
+    m.name: m for m in (
+        Method("head", "Linear probe (head only)", head.HeadConfig, head.apply, head.TRAIN_DEFAULTS),
+        Method("last_n", "Last N layers + head", last_n.LastNConfig, last_n.apply, last_n.TRAIN_DEFAULTS),
+        Method("lora", "LoRA adapters + head", lora.LoraMethodConfig, lora.apply, lora.TRAIN_DEFAULTS, lora.merge),
+    )
+}
+
+
+def get_method(name: str) -> Method:
+    """Registry lookup. Raises ConfigError naming the accepted methods."""
+    if name not in METHODS:
+        raise ConfigError(f"method {name!r} is unknown; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; LoRA's frozen base weights count once in total."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def freeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)

@@ -1,0 +1,43 @@
+"""``last_n``: the last N encoder layers and the head train; embeddings and earlier layers are frozen."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..errors import ConfigError
+
+TRAIN_DEFAULTS = {"epochs": 4, "head_learning_rate": 1e-2, "learning_rate": 1e-4, "batch_size": 32,
+                  "early_stopping_patience": 2}
+
+
+@dataclass
+class LastNConfig:
+    """num_layers: how many of the top encoder layers train (1..number of layers)."""
+
+    num_layers: int = 2
+
+    def __post_init__(self) -> None:
+        if int(self.num_layers) != self.num_layers or self.num_layers < 1:
+            raise ConfigError(f"num_layers must be a whole number >= 1, got {self.num_layers!r}")
+        self.num_layers = int(self.num_layers)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def apply(model, config: LastNConfig, spec):
+    """Freeze everything in the encoder except its last ``num_layers`` layers.
+
+    Raises:
+        ConfigError: ``num_layers`` exceeds the model's layer count.
+    """
+    from ..models import encoder_layers
+    from . import freeze
+
+    layers = encoder_layers(model.backbone, spec)
+    if config.num_layers > len(layers):
+        raise ConfigError(f"num_layers={config.num_layers} but {spec.key} has only {len(layers)} layers")
+    freeze(model.backbone)
+    for layer in layers[len(layers) - config.num_layers:]:
+        for p in layer.parameters():
+            p.requires_grad_(True)
+    return model

@@ -1,0 +1,64 @@
+"""``lora``: LoRA adapters (Hu et al. 2021, arXiv:2106.09685) through ``peft``; the head trains in full.
+
+Target modules default to the architecture's attention query/value projections (``ModelSpec.lora_targets``), as
+in the paper. The head is in ``modules_to_save``, so an adapter checkpoint carries it. Before saving and export
+the adapters are merged into the base weights (``merge_and_unload``), leaving a plain model.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..errors import ConfigError
+
+TRAIN_DEFAULTS = {"epochs": 4, "head_learning_rate": 1e-2, "learning_rate": 1e-3, "batch_size": 32,
+                  "early_stopping_patience": 2}
+
+
+@dataclass
+class LoraMethodConfig:
+    """LoRA rank ``r``, scaling ``alpha`` (update scaled by alpha / r), adapter ``dropout``, ``target_modules``
+    (empty: the model's defaults)."""
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if int(self.r) != self.r or self.r < 1:
+            raise ConfigError(f"LoRA rank r must be a whole number >= 1, got {self.r!r}")
+        if self.alpha <= 0:
+            raise ConfigError(f"LoRA alpha must be > 0, got {self.alpha!r}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
+        self.r = int(self.r)
+        if isinstance(self.target_modules, str):
+            self.target_modules = [t.strip() for t in self.target_modules.split(",") if t.strip()]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def apply(model, config: LoraMethodConfig, spec):
+    """Wrap ``model`` with peft LoRA adapters. Returns a ``peft.PeftModel``.
+
+    Raises:
+        ConfigError: none of the target modules exist in the model.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    targets = list(config.target_modules) or list(spec.lora_targets)
+    cfg = LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                     target_modules=targets[0] if targets == ["all-linear"] else targets,
+                     modules_to_save=["head"])
+    if targets == ["all-linear"]:
+        cfg.exclude_modules = ["head"]  # wrap the encoder's linears only
+    try:
+        return get_peft_model(model, cfg)
+    except ValueError as e:
+        raise ConfigError(f"LoRA target modules {targets} not found in {spec.key}: {e}") from e
+
+
+def merge(model):
+    """Merge adapters into the base weights; returns the plain ``TextClassifier``."""
+    return model.merge_and_unload()

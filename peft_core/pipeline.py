@@ -1,0 +1,220 @@
+"""One run, end to end: data -> model -> method -> train -> evaluate -> save, then export -> parity -> bundle.
+
+The app and the CLI both call :func:`fine_tune` and :func:`export_run` (or the smaller steps they are made
+of); neither does any work of its own. A run lives in its own folder::
+
+    run_dir/config.json        RunConfig + package versions
+    run_dir/events.jsonl       progress events (JSONL)
+    run_dir/model/             fine-tuned PyTorch model (safetensors) + tokenizer, adapters merged
+    run_dir/adapter/           LoRA only: the peft adapter (with the head) before merging
+    run_dir/report.json        data report, trainable parameters, training history, evaluation
+    run_dir/confusion_matrix.png, run_dir/training.png
+    run_dir/export/model.onnx, run_dir/bundle.zip   after export
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from .callbacks import Callback, Control, JsonlLogger, ProgressEvent
+from .data import PreparedData, prepare_data
+from .errors import ConfigError
+from .evaluation import EvalReport, evaluate, plot_confusion, plot_training
+from .inference import predict_logits
+from .methods import count_parameters, get_method
+from .models import DEFAULT_MODEL, ModelSpec, get_spec, load_backbone
+from .modeling import TextClassifier, save_classifier
+from .training import TrainConfig, TrainResult, train
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run (serialisable; the bundle and ``config.json`` carry it).
+
+    Attributes:
+        train_file / test_file: uploads (see ``peft_core.data``); without test_file, ``test_fraction`` of the
+            upload is held out and ``validation_fraction`` is used for early stopping.
+        model: registry key (e.g. "minilm"), local folder, or Hub ID.
+        method: key of ``peft_core.methods.METHODS``; method_config: fields of that method's config class.
+    """
+
+    train_file: str
+    test_file: str | None = None
+    text_column: str | None = None
+    label_column: str | None = None
+    model: str = DEFAULT_MODEL
+    method: str = "head"
+    method_config: dict = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    test_fraction: float = 0.2
+    validation_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.train, dict):
+            self.train = TrainConfig(**self.train)
+        method = get_method(self.method)
+        try:
+            method.config_cls(**self.method_config)
+        except TypeError as e:
+            raise ConfigError(f"bad option for method {self.method!r}: {e}") from e
+
+    def method_cfg(self):
+        return get_method(self.method).config_cls(**self.method_config)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Run:
+    """A trained run held in memory (the model is plain: LoRA adapters already merged)."""
+
+    run_dir: Path
+    config: RunConfig
+    data: PreparedData
+    spec: ModelSpec
+    model: TextClassifier
+    tokenizer: object
+    train_config: TrainConfig
+    trainable_parameters: int
+    total_parameters: int
+    train_result: TrainResult
+    eval_report: EvalReport
+    test_logits: object  # float32 [n_test, num_labels]
+    plots: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class ExportResult:
+    """Outcome of :func:`export_run`: the ONNX file, its parity report and the bundle (None when refused)."""
+
+    onnx: object
+    parity: object
+    bundle: Path | None
+    message: str
+
+
+def versions() -> dict:
+    """Versions of the packages that shape results, for reproducibility."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers", "onnx", "onnxruntime",
+                "scikit-learn"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def build_model(model: str, method: str, method_config: dict, num_labels: int, dropout: float = 0.1):
+    """Load the base model, add a fresh head, apply the method.
+
+    Returns:
+        (model, tokenizer, completed ModelSpec, trainable parameter count, total parameter count).
+    Raises:
+        ModelLoadError, ConfigError.
+    """
+    m = get_method(method)
+    backbone, tokenizer, spec = load_backbone(get_spec(model))
+    clf = TextClassifier(backbone, num_labels, spec.pooling, dropout, spec.normalize)
+    wrapped = m.apply(clf, m.config_cls(**method_config), spec)
+    trainable, total = count_parameters(wrapped)
+    return wrapped, tokenizer, spec, trainable, total
+
+
+def trainable_summary(trainable: int, total: int) -> str:
+    return f"{trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)"
+
+
+def fine_tune(cfg: RunConfig, run_dir: str | Path, callbacks: Sequence[Callback] = (),
+              control: Control | None = None, data: PreparedData | None = None) -> Run:
+    """Run data preparation (unless ``data`` is given), training, evaluation on the held-out split, and save
+    everything into ``run_dir``.
+
+    Raises:
+        DataError, ModelLoadError, ConfigError (bad input); other exceptions are bugs.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    listeners = [JsonlLogger(run_dir / "events.jsonl"), *callbacks]
+    (run_dir / "config.json").write_text(json.dumps({"run": cfg.to_dict(), "versions": versions()}, indent=2))
+    data = data or prepare_data(cfg.train_file, cfg.test_file, text_column=cfg.text_column,
+                                label_column=cfg.label_column, test_fraction=cfg.test_fraction,
+                                validation_fraction=cfg.validation_fraction, seed=cfg.train.seed)
+    method = get_method(cfg.method)
+    tcfg = cfg.train.with_defaults(method.train_defaults)
+    import torch
+
+    torch.manual_seed(tcfg.seed)  # the fresh head's initialisation is part of the run
+    model, tokenizer, spec, trainable, total = build_model(cfg.model, cfg.method, cfg.method_config,
+                                                           data.task.num_labels, tcfg.dropout)
+    for cb in listeners:
+        cb(ProgressEvent("message", message=trainable_summary(trainable, total)))
+    result = train(model, tokenizer, data.splits, tcfg, listeners, control)
+    if method.merge is not None:
+        model.save_pretrained(str(run_dir / "adapter"))
+        model = method.merge(model)
+    model.eval()
+    test = data.splits["test"]
+    logits = predict_logits(model, tokenizer, test["text"], tcfg.max_length)
+    report = evaluate(test["label"], logits, data.task.labels, data.splits["train"]["label"], "test")
+    meta = {"task": data.task.to_dict(), "id2label": data.task.to_dict()["id2label"], "max_length": tcfg.max_length,
+            "base_model": spec.to_dict(), "method": cfg.method, "method_config": cfg.method_cfg().to_dict()}
+    save_classifier(model, tokenizer, run_dir / "model", meta)
+    plots = {"confusion_matrix": plot_confusion(report, run_dir / "confusion_matrix.png"),
+             "training": plot_training(result.step_losses, result.history, run_dir / "training.png")}
+    run = Run(run_dir, cfg, data, spec, model, tokenizer, tcfg, trainable, total, result, report, logits, plots)
+    (run_dir / "report.json").write_text(json.dumps(_report_dict(run), indent=2))
+    return run
+
+
+def _report_dict(run: Run) -> dict:
+    return {"data": run.data.report.to_dict(), "trainable_parameters": run.trainable_parameters,
+            "total_parameters": run.total_parameters, "train_config": run.train_config.to_dict(),
+            "training": run.train_result.to_dict() | {"step_losses": None}, "evaluation": run.eval_report.to_dict()}
+
+
+def bundle_config(run: Run, onnx_export, parity) -> dict:
+    """The ``config.json`` written into the bundle."""
+    tok = run.tokenizer
+    return {"format": "peft-onnx-bundle/1", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "task": run.data.task.to_dict(), "id2label": run.data.task.to_dict()["id2label"],
+            "max_length": run.train_config.max_length, "pad_token": tok.pad_token, "pad_token_id": tok.pad_token_id,
+            "input_names": onnx_export.input_names, "onnx": onnx_export.to_dict() | {"path": "model.onnx"},
+            "base_model": run.spec.to_dict(), "method": run.config.method,
+            "method_config": run.config.method_cfg().to_dict(), "train_config": run.train_config.to_dict(),
+            "trainable_parameters": run.trainable_parameters, "total_parameters": run.total_parameters,
+            "data": {"source": run.data.report.source, "split_sizes": run.data.report.split_sizes},
+            "metrics": run.eval_report.to_dict() | {"per_class": run.eval_report.per_class},
+            "parity": {"passed": parity.passed, "max_abs_diff": parity.max_abs_diff,
+                       "argmax_agreement": parity.argmax_agreement, "summary": parity.summary()},
+            "versions": versions()}
+
+
+def export_run(run: Run, parity_rows: int = 68) -> ExportResult:
+    """Export ``run`` to ONNX, check parity on its held-out rows, and build ``bundle.zip`` if parity passed.
+
+    Raises:
+        ExportError: the exporter itself failed.
+    """
+    from exporters.bundle import build_bundle
+    from exporters.onnx import export_onnx
+    from exporters.parity import check_parity
+
+    texts = list(run.data.splits["test"]["text"])
+    onnx_export = export_onnx(run.model, run.tokenizer, texts[:3], run.run_dir / "export" / "model.onnx",
+                              run.train_config.max_length)
+    parity = check_parity(run.model, run.tokenizer, onnx_export.path, texts, run.train_config.max_length,
+                          rows_per_check=parity_rows)
+    (run.run_dir / "export" / "parity.json").write_text(json.dumps(parity.to_dict(), indent=2))
+    if not parity.passed:
+        return ExportResult(onnx_export, parity, None, "No bundle: " + parity.summary())
+    bundle = build_bundle(run.run_dir / "bundle.zip", onnx_export.path, run.tokenizer,
+                          bundle_config(run, onnx_export, parity), parity)
+    return ExportResult(onnx_export, parity, bundle, parity.summary())

@@ -1,0 +1,237 @@
+"""Training: AdamW with separate head / encoder learning rates, linear warmup-decay schedule, early stopping.
+
+The loop runs under ``accelerate`` (one process on a CPU or the CUDA GPU when present; several under
+``accelerate launch``). When the whole encoder is frozen (linear probe), the pooled features are computed once
+over train and validation (length-sorted, no grad) and every epoch trains the head on them: the same model and
+numbers as recomputing the frozen encoder each step (dropout in frozen layers is off in both paths), at a
+fraction of the cost.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .callbacks import Callback, Control, ProgressEvent
+from .errors import ConfigError
+from .inference import batch_inputs, map_sorted
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters. ``None`` means "the method's default" (``Method.train_defaults``).
+
+    Units: ``learning_rate`` / ``head_learning_rate`` are AdamW step sizes for encoder (or adapter) parameters
+    and for the head; ``warmup_ratio`` is the share of optimizer steps with linearly rising rate;
+    ``max_length`` is in tokens; ``early_stopping_patience`` in epochs without a better validation macro-F1
+    (0 disables); ``dropout`` is the head's dropout probability.
+    """
+
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    head_learning_rate: float | None = None
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_length: int = 128
+    dropout: float = 0.1
+    early_stopping_patience: int | None = None
+    seed: int = 42
+    feature_cache: bool = True
+
+    def __post_init__(self) -> None:
+        checks = {"epochs": (1, 1000), "batch_size": (1, 4096), "learning_rate": (0, 1), "head_learning_rate":
+                  (1e-8, 1), "weight_decay": (0, 1), "warmup_ratio": (0, 0.9), "max_length": (8, 8192),
+                  "dropout": (0, 0.95), "early_stopping_patience": (0, 1000), "seed": (0, 2**32 - 1)}
+        for name, (lo, hi) in checks.items():
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                raise ConfigError(f"{name} must be a number in [{lo}, {hi}], got {v!r}")
+            if name in ("epochs", "batch_size", "max_length", "early_stopping_patience", "seed"):
+                if int(v) != v:
+                    raise ConfigError(f"{name} must be a whole number, got {v!r}")
+                setattr(self, name, int(v))
+
+    def with_defaults(self, defaults: dict) -> "TrainConfig":
+        """A copy where every ``None`` field takes the value from ``defaults``."""
+        return replace(self, **{f.name: defaults[f.name] for f in fields(self)
+                                if getattr(self, f.name) is None and f.name in defaults})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What training did. ``history``: one dict per epoch (epoch, train_loss, val_loss, val_accuracy,
+    val_macro_f1); ``step_losses``: training loss per optimizer step; ``best_epoch``: 1-based epoch whose
+    weights were kept (0 if none finished)."""
+
+    history: list[dict] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+    cancelled: bool = False
+    seconds: float = 0.0
+    used_feature_cache: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _layer_stack(backbone: nn.Module) -> nn.ModuleList | None:
+    lists = [m for m in backbone.modules() if isinstance(m, nn.ModuleList)]
+    return max(lists, key=len) if lists else None
+
+
+def set_train_mode(model: nn.Module) -> None:
+    """``model.train()``, then eval mode for the frozen prefix of the encoder (embeddings and the leading layers
+    with no trainable parameter; attention-probability dropout follows the module's own mode), so frozen
+    features are deterministic and cacheable. Layers from the first trainable one on stay in train mode."""
+    model.train()
+    backbone = model.backbone  # PeftModel forwards attribute access to the wrapped TextClassifier
+    layers = _layer_stack(backbone)
+    live: set[int] = set()
+    if layers is not None:
+        k = next((i for i, l in enumerate(layers) if any(p.requires_grad for p in l.parameters())), len(layers))
+        for layer in list(layers)[k:]:
+            live.update(id(m) for m in layer.modules())
+    for m in backbone.modules():
+        if id(m) not in live and not any(p.requires_grad for p in m.parameters()):
+            m.eval()
+
+
+def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Four AdamW groups: head / encoder x with / without weight decay (no decay on biases and norms)."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            key = (".head." in f".{name}", p.ndim < 2)
+            groups.setdefault(key, []).append(p)
+    return [{"params": ps, "lr": cfg.head_learning_rate if is_head else cfg.learning_rate,
+             "weight_decay": 0.0 if no_decay else cfg.weight_decay} for (is_head, no_decay), ps in groups.items()]
+
+
+def _metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    pred = logits.argmax(-1).numpy()
+    y = labels.numpy()
+    return {"val_loss": float(nn.functional.cross_entropy(logits, labels)),
+            "val_accuracy": float(accuracy_score(y, pred)),
+            "val_macro_f1": float(f1_score(y, pred, average="macro", zero_division=0))}
+
+
+class _Data:
+    """Training inputs for one run: raw texts (tokenized per batch) or cached pooled features."""
+
+    def __init__(self, model, tokenizer, splits, cfg: TrainConfig, device) -> None:
+        self.model, self.tok, self.cfg, self.device = model, tokenizer, cfg, device
+        self.texts = {s: list(splits[s]["text"]) for s in ("train", "validation")}
+        self.labels = {s: torch.tensor(splits[s]["label"], dtype=torch.long) for s in ("train", "validation")}
+        frozen = not any(p.requires_grad for p in model.backbone.parameters())
+        self.cached = cfg.feature_cache and frozen
+        self.features = {}
+        if self.cached:
+            model.eval()
+            for s in self.texts:  # float32 [n, hidden]
+                self.features[s] = map_sorted(lambda b: model.features(**b), tokenizer, self.texts[s],
+                                              cfg.max_length, 64, device)
+
+    def logits(self, split: str, idx: Sequence[int]) -> torch.Tensor:
+        """Logits for rows ``idx`` of ``split`` with gradients where parameters train: [len(idx), K]."""
+        if self.cached:
+            return self.model.head(self.features[split][idx].to(self.device))
+        inputs = batch_inputs(self.tok, [self.texts[split][i] for i in idx], self.cfg.max_length)
+        return self.model(**{k: v.to(self.device) for k, v in inputs.items()})
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        self.model.eval()
+        if self.cached:
+            logits = self.model.head(self.features["validation"].to(self.device)).float().cpu()
+        else:
+            logits = map_sorted(lambda b: self.model(**b), self.tok, self.texts["validation"],
+                                self.cfg.max_length, 64, self.device)
+        return _metrics(logits, self.labels["validation"])
+
+
+def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequence[Callback] = (),
+          control: Control | None = None) -> TrainResult:
+    """Train the trainable parameters of ``model`` on ``splits["train"]``, early-stopping on
+    ``splits["validation"]`` macro-F1 (ties broken by lower validation loss); the best epoch's weights are
+    restored at the end. ``cfg`` must have its method defaults filled in (``TrainConfig.with_defaults``).
+
+    Raises:
+        ConfigError: a ``None`` hyper-parameter, or no trainable parameter.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
+
+    if any(v is None for v in asdict(cfg).values()):
+        raise ConfigError("TrainConfig has unset fields; call with_defaults(method.train_defaults) first")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError("the model has no trainable parameters")
+    set_seed(cfg.seed)
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    model.to(acc.device)
+    control = control or Control()
+    emit = lambda ev: [cb(ev) for cb in callbacks]  # noqa: E731
+    t0 = time.perf_counter()
+    data = _Data(model, tokenizer, splits, cfg, acc.device)
+    n = len(data.labels["train"])
+    loader = torch.utils.data.DataLoader(np.arange(n), batch_size=cfg.batch_size, shuffle=True,
+                                         generator=torch.Generator().manual_seed(cfg.seed))
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg))
+    total = cfg.epochs * len(loader)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    model, optimizer, loader, scheduler = acc.prepare(model, optimizer, loader, scheduler)
+    data.model = model
+    res = TrainResult(used_feature_cache=data.cached)
+    best, best_key, bad_epochs, step = None, None, 0, 0
+    emit(ProgressEvent("start", 0, total, message=f"{n} training rows, feature cache {'on' if data.cached else 'off'}"))
+    for epoch in range(1, cfg.epochs + 1):
+        set_train_mode(acc.unwrap_model(model))
+        losses = []
+        for idx in loader:
+            loss = nn.functional.cross_entropy(data.logits("train", idx.tolist()), data.labels["train"][idx].to(acc.device))
+            acc.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            losses.append(loss.item())
+            res.step_losses.append(losses[-1])
+            emit(ProgressEvent("step", step, total, epoch - 1 + len(losses) / len(loader), losses[-1],
+                               elapsed_s=time.perf_counter() - t0))
+            if control.should_stop:
+                break
+        if control.should_stop:
+            res.cancelled = True
+            break
+        metrics = data.validate()
+        res.history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **metrics})
+        emit(ProgressEvent("epoch", step, total, epoch, metrics=metrics, elapsed_s=time.perf_counter() - t0))
+        key = (round(metrics["val_macro_f1"], 6), -metrics["val_loss"])
+        if best_key is None or key > best_key:
+            best_key, bad_epochs, res.best_epoch = key, 0, epoch
+            best = {k: v.detach().clone() for k, v in acc.unwrap_model(model).named_parameters() if v.requires_grad}
+        else:
+            bad_epochs += 1
+            if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
+                res.stopped_early = True
+                break
+    if best is not None:
+        acc.unwrap_model(model).load_state_dict(best, strict=False)
+    acc.unwrap_model(model).eval()
+    res.seconds = time.perf_counter() - t0
+    emit(ProgressEvent("end", step, total, message="cancelled" if res.cancelled else "finished",
+                       elapsed_s=res.seconds))
+    return res

@@ -1,0 +1,106 @@
+"""Export + parity + bundle: ONNX matches PyTorch on held-out rows, predict.py needs only onnxruntime/tokenizers."""
+import json
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+
+from exporters.bundle import extract_bundle
+from exporters.parity import check_parity, ort_session
+from peft_core.inference import batch_inputs, predict_logits
+
+BLOCKER = '''
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers", "peft", "datasets", "pandas", "sklearn"):
+            raise ImportError(f"{name} is not allowed in the bundle")
+sys.meta_path.insert(0, _Block())
+'''
+
+
+def test_parity_passes_at_every_batch_size(head_export):
+    p = head_export.parity
+    assert p.passed, p.summary()
+    assert p.max_abs_diff <= 1e-4 and p.argmax_agreement == 1.0
+    assert {c.batch_size for c in p.checks} >= {1, 2, 17}
+    assert any(c.max_tokens == 64 for c in p.checks)  # the over-max_length check hit the truncation length
+    assert head_export.onnx.input_names == ["input_ids", "attention_mask", "token_type_ids"]
+    assert head_export.onnx.opset >= 18
+
+
+def test_onnx_axes_are_dynamic(head_run, head_export):
+    sess = ort_session(head_export.onnx.path)
+    texts = list(head_run.data.splits["test"]["text"])
+    for n in (1, 2, 17):
+        inputs = batch_inputs(head_run.tokenizer, texts[:n], 64)
+        out = sess.run(["logits"], {k: v.numpy() for k, v in inputs.items()})[0]
+        assert out.shape == (n, 2)
+    for tokens in (2, 7, 64):
+        ids = np.full((2, tokens), 1000, dtype=np.int64)
+        ids[:, 0], ids[:, -1] = 101, 102
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        assert sess.run(["logits"], feed)[0].shape == (2, 2)
+
+
+def test_parity_detects_a_wrong_model(head_run, head_export):
+    import copy
+
+    import torch
+
+    other = copy.deepcopy(head_run.model)
+    with torch.no_grad():
+        other.head[1].bias += 0.01
+    report = check_parity(other, head_run.tokenizer, head_export.onnx.path, head_run.data.splits["test"]["text"][:20],
+                          64, batch_sizes=(1,), rows_per_check=4)
+    assert not report.passed and "max |Δlogit|" in report.failures[0]
+
+
+def test_bundle_contents_and_predict_script(head_run, head_export, tmp_path):
+    assert head_export.bundle is not None and head_export.bundle.exists()
+    names = set(zipfile.ZipFile(head_export.bundle).namelist())
+    assert {"model.onnx", "tokenizer.json", "config.json", "predict.py", "README.md", "parity.json"} <= names
+    folder = extract_bundle(head_export.bundle, tmp_path / "bundle")
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["id2label"] == {"0": "ham", "1": "spam"} and cfg["max_length"] == 64 and cfg["method"] == "head"
+    assert cfg["metrics"]["accuracy"] == head_run.eval_report.accuracy and cfg["parity"]["passed"]
+    card = (folder / "README.md").read_text()
+    assert "apache-2.0" in card and f"{head_run.eval_report.accuracy:.4f}" in card
+
+    test = head_run.data.splits["test"]
+    texts = list(test["text"])
+    (tmp_path / "in.csv").write_text("text\n" + "\n".join('"' + t.replace('"', '""') + '"' for t in texts))
+    (tmp_path / "block.py").write_text(BLOCKER)
+    code = (f"exec(open({str(tmp_path / 'block.py')!r}).read()); import runpy, sys; "
+            f"sys.argv = ['predict.py', '--csv', {str(tmp_path / 'in.csv')!r}, '--output', "
+            f"{str(tmp_path / 'out.csv')!r}]; runpy.run_path({str(folder / 'predict.py')!r}, run_name='__main__')")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, timeout=120)
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "out.csv", encoding="utf-8")))
+    torch_labels = [head_run.data.task.labels[i] for i in predict_logits(head_run.model, head_run.tokenizer, texts,
+                                                                          64).argmax(-1)]
+    assert [r["label"] for r in rows] == torch_labels
+    assert len(rows) == len(texts)
+
+
+def test_predict_script_prints_labels_for_arguments(head_export, tmp_path):
+    folder = extract_bundle(head_export.bundle, tmp_path / "b")
+    out = subprocess.run([sys.executable, str(folder / "predict.py"), "WINNER! Claim your free prize now, call 09061701461",
+                          "ok see you at home later"], capture_output=True, text=True, check=True, timeout=120).stdout
+    lines = out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["spam", "ham"]
+
+
+def test_extract_refuses_paths_outside(tmp_path):
+    import pytest
+
+    from peft_core.errors import ExportError
+
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../outside.txt", "x")
+    with pytest.raises(ExportError, match="outside"):
+        extract_bundle(evil, tmp_path / "dest")
+    assert not (tmp_path / "outside.txt").exists()

@@ -1,0 +1,64 @@
+"""Training loop behaviour: feature cache equivalence, early stopping, cancel, config validation."""
+import pytest
+import torch
+
+from peft_core.callbacks import Control
+from peft_core.data import prepare_data
+from peft_core.errors import ConfigError
+from peft_core.methods import METHODS
+from peft_core.pipeline import build_model
+from peft_core.training import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def small(sms_small):
+    return prepare_data(sms_small)
+
+
+def _head_run(small, **kw):
+    torch.manual_seed(0)
+    model, tok, *_ = build_model("minilm", "head", {}, small.task.num_labels)
+    cfg = TrainConfig(max_length=48, **kw).with_defaults(METHODS["head"].train_defaults)
+    return model, train(model, tok, small.splits, cfg)
+
+
+def test_feature_cache_gives_the_same_model_as_recomputing(small):
+    m1, r1 = _head_run(small, epochs=3, early_stopping_patience=0, feature_cache=True)
+    m2, r2 = _head_run(small, epochs=3, early_stopping_patience=0, feature_cache=False)
+    assert r1.used_feature_cache and not r2.used_feature_cache
+    for (n, a), (_, b) in zip(m1.head.state_dict().items(), m2.head.state_dict().items()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=n)
+    for h1, h2 in zip(r1.history, r2.history):
+        assert h1["val_accuracy"] == h2["val_accuracy"]
+        assert h1["val_loss"] == pytest.approx(h2["val_loss"], abs=1e-5)
+
+
+def test_early_stopping_restores_the_best_epoch(small):
+    model, res = _head_run(small, epochs=60, early_stopping_patience=2)
+    assert res.stopped_early and len(res.history) < 60
+    best = max(res.history, key=lambda h: (round(h["val_macro_f1"], 6), -h["val_loss"]))
+    assert res.best_epoch == best["epoch"]
+    assert len(res.history) == res.best_epoch + 2
+
+
+def test_stop_flag_cancels_within_a_step(small):
+    model, tok, *_ = build_model("minilm", "head", {}, small.task.num_labels)
+    control = Control()
+    seen = []
+
+    def stop_after_three(ev):
+        if ev.kind == "step":
+            seen.append(ev.step)
+            if ev.step == 3:
+                control.request_stop()
+
+    cfg = TrainConfig(max_length=48).with_defaults(METHODS["head"].train_defaults)
+    res = train(model, tok, small.splits, cfg, [stop_after_three], control)
+    assert res.cancelled and seen == [1, 2, 3] and res.history == []
+
+
+@pytest.mark.parametrize("field,value", [("epochs", 0), ("learning_rate", -1.0), ("batch_size", 2.5),
+                                         ("max_length", 4), ("warmup_ratio", "0.1")])
+def test_config_names_the_bad_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**{field: value})
