@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -140,12 +141,13 @@ def train_model(session: Session, train_file, test_file, text_col, label_col, mo
     method_opts = (num_layers, lora_r, lora_alpha, lora_dropout, lora_targets)
     cfg = _run_config(train_file, test_file, text_col, label_col, model, method, hp, method_opts)
     session.control = Control()
-    notes = []
+    notes, last = [], [0.0]
 
     def on_event(ev: ProgressEvent):
         if ev.kind == "message":
             notes.append(ev.message)
-        elif ev.kind == "step" and ev.total_steps:
+        elif ev.kind == "step" and ev.total_steps and time.monotonic() - last[0] > 0.25:  # throttle UI updates
+            last[0] = time.monotonic()
             progress(ev.step / ev.total_steps, desc=f"epoch {ev.epoch:.1f} · loss {ev.loss:.4f}")
 
     progress(0, desc="loading data and model")
@@ -189,7 +191,7 @@ def export_bundle(session: Session, progress=gr.Progress()):
     res = export_run(session.run)
     session.export = res
     ok = res.bundle is not None
-    text = ("✅ " if ok else "❌ ") + res.message + (f" Bundle: {res.bundle.stat().st_size / 1e6:.1f} MB." if ok else "")
+    text = ("**Ready to download.** " if ok else "**Export blocked.** ") + res.message + (f" Bundle: {res.bundle.stat().st_size / 1e6:.1f} MB." if ok else "")
     return text, res.parity.to_table(), gr.update(value=str(res.bundle) if ok else None, visible=ok)
 
 
@@ -216,8 +218,10 @@ def build_demo() -> gr.Blocks:
             label_col = gr.Dropdown(label="Label column", choices=[], interactive=True)
         data_report = gr.Markdown()
         with gr.Row():
-            preview = gr.Dataframe(label="Preview (first rows)", interactive=False, wrap=True, max_height=300, scale=3)
-            classes = gr.Dataframe(label="Class balance (rows per split)", interactive=False, max_height=300, scale=2)
+            preview = gr.Dataframe(pd.DataFrame(columns=["(upload a file)"]), label="Preview (first rows)",
+                                   interactive=False, wrap=True, max_height=300, scale=3)
+            classes = gr.Dataframe(pd.DataFrame(columns=["label", "train", "validation", "test", "share %"]),
+                                   label="Class balance (rows per split)", interactive=False, max_height=300, scale=2)
 
         gr.Markdown("## 2 · Model and method")
         with gr.Row():
@@ -255,8 +259,10 @@ def build_demo() -> gr.Blocks:
             stop_btn = gr.Button("Stop", variant="stop")
         status = gr.Markdown()
         with gr.Row():
-            metrics = gr.Dataframe(label="Held-out metrics vs. majority baseline", interactive=False)
-            per_class = gr.Dataframe(label="Per-class scores", interactive=False, max_height=300)
+            metrics = gr.Dataframe(pd.DataFrame(columns=["metric", "model", "baseline"]), interactive=False,
+                                   label="Held-out metrics vs. majority baseline")
+            per_class = gr.Dataframe(pd.DataFrame(columns=["label", "precision", "recall", "f1", "support"]),
+                                     label="Per-class scores", interactive=False, max_height=300)
         with gr.Row():
             cm_img = gr.Image(label="Confusion matrix", type="filepath", interactive=False)
             curve_img = gr.Image(label="Training curve", type="filepath", interactive=False)
@@ -271,7 +277,9 @@ def build_demo() -> gr.Blocks:
                     "bundle is offered only if parity passes (max |Δlogit| ≤ 1e-4, same labels).")
         export_btn = gr.Button("Export ONNX bundle", variant="primary")
         export_md = gr.Markdown()
-        parity_df = gr.Dataframe(label="Parity checks (PyTorch vs ONNX Runtime)", interactive=False)
+        parity_df = gr.Dataframe(pd.DataFrame(columns=["name", "batch_size", "rows", "max_tokens", "max_abs_diff",
+                                                       "argmax_agreement", "passed"]),
+                                 label="Parity checks (PyTorch vs ONNX Runtime)", interactive=False)
         bundle_file = gr.File(label="Download bundle.zip", visible=False, interactive=False)
 
         data_inputs = [train_file, test_file]

@@ -38,7 +38,7 @@ def test_full_flow_through_the_api(client, sms_small):
     assert probs["label"] == "spam"
 
     summary, parity, bundle = client.predict(api_name="/export")
-    assert summary.startswith("✅ Parity PASSED")
+    assert summary.startswith("**Ready to download.** Parity PASSED")
     assert "model.onnx" in zipfile.ZipFile(bundle["value"]).namelist()
 
 
