@@ -57,10 +57,6 @@ def _method_config(args) -> dict:
                      "target_modules": args.lora_targets}}.get(args.method, {})
 
 
-def _print_table(df) -> None:
-    print(df.to_string(index=False))
-
-
 def cmd_train(args) -> int:
     from .callbacks import TqdmBar
     from .pipeline import RunConfig, export_run, fine_tune, trainable_summary
@@ -76,25 +72,33 @@ def cmd_train(args) -> int:
                     method_config=_method_config(args), train=tcfg)
     from .data import prepare_data
 
+    from .training import make_accelerator
+
+    main = make_accelerator().is_main_process  # under `accelerate launch`, only the main process reports/exports
+    say = print if main else (lambda *a, **k: None)
+
+    def _print_table(df) -> None:
+        say(df.to_string(index=False))
+
     data = prepare_data(cfg.train_file, cfg.test_file, text_column=cfg.text_column, label_column=cfg.label_column,
                         seed=tcfg.seed)
-    print("== Data\n" + data.report.to_markdown().replace("**", ""))
+    say("== Data\n" + data.report.to_markdown().replace("**", ""))
     _print_table(data.report.class_table())
 
     def show_message(ev):
         if ev.kind == "message":
-            print(f"== Model {args.model}, method {args.method}: {ev.message}")
+            say(f"== Model {args.model}, method {args.method}: {ev.message}")
 
     run = fine_tune(cfg, args.out, [show_message, TqdmBar(mininterval=2, file=sys.stderr)], data=data)
     r = run.train_result
-    print(f"== Training: {len(r.history)} epochs in {r.seconds:.1f} s (best epoch {r.best_epoch}"
-          f"{', stopped early' if r.stopped_early else ''}; feature cache {'on' if r.used_feature_cache else 'off'})")
-    print("== Evaluation\n" + run.eval_report.to_markdown().replace("**", ""))
+    say(f"== Training: {len(r.history)} epochs in {r.seconds:.1f} s (best epoch {r.best_epoch}"
+          f"{', stopped early' if r.stopped_early else ''}; cache: {r.cache})")
+    say("== Evaluation\n" + run.eval_report.to_markdown().replace("**", ""))
     _print_table(run.eval_report.metrics_table())
     if len(run.eval_report.labels) <= 30:
         _print_table(run.eval_report.per_class_table())
-    print(f"Model saved to {run.run_dir / 'model'}; plots {', '.join(str(p) for p in run.plots.values())}")
-    if args.export:
+    say(f"Model saved to {run.run_dir / 'model'}; plots {', '.join(str(p) for p in run.plots.values())}")
+    if args.export and main:
         res = export_run(run)
         print("== Export\n" + res.parity.to_table().to_string(index=False))
         print(res.message)

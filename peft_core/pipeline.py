@@ -28,7 +28,7 @@ from .inference import predict_logits
 from .methods import count_parameters, get_method
 from .models import DEFAULT_MODEL, ModelSpec, get_spec, load_backbone
 from .modeling import TextClassifier, save_classifier
-from .training import TrainConfig, TrainResult, train
+from .training import TrainConfig, TrainResult, make_accelerator, train
 
 
 @dataclass
@@ -140,38 +140,60 @@ def fine_tune(cfg: RunConfig, run_dir: str | Path, callbacks: Sequence[Callback]
     Raises:
         DataError, ModelLoadError, ConfigError (bad input); other exceptions are bugs.
     """
+    import torch
+
+    acc = make_accelerator()
+    main = acc.is_main_process  # only the main process writes (several under ``accelerate launch``)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    listeners = [JsonlLogger(run_dir / "events.jsonl"), *callbacks]
-    (run_dir / "config.json").write_text(json.dumps({"run": cfg.to_dict(), "versions": versions()}, indent=2))
+    listeners = [JsonlLogger(run_dir / "events.jsonl"), *callbacks] if main else []
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps({"run": cfg.to_dict(), "versions": versions()}, indent=2))
     data = data or prepare_data(cfg.train_file, cfg.test_file, text_column=cfg.text_column,
                                 label_column=cfg.label_column, test_fraction=cfg.test_fraction,
                                 validation_fraction=cfg.validation_fraction, seed=cfg.train.seed)
     method = get_method(cfg.method)
     tcfg = cfg.train.with_defaults(method.train_defaults)
-    import torch
-
     torch.manual_seed(tcfg.seed)  # the fresh head's initialisation is part of the run
     model, tokenizer, spec, trainable, total = build_model(cfg.model, cfg.method, cfg.method_config,
                                                            data.task.num_labels, tcfg.dropout)
     for cb in listeners:
         cb(ProgressEvent("message", message=trainable_summary(trainable, total)))
-    result = train(model, tokenizer, data.splits, tcfg, listeners, control)
+    result = train(model, tokenizer, data.splits, tcfg, listeners, control, accelerator=acc)
     if method.merge is not None:
-        model.save_pretrained(str(run_dir / "adapter"))
+        if main:
+            model.save_pretrained(str(run_dir / "adapter"))
         model = method.merge(model)
     model.eval()
     test = data.splits["test"]
-    logits = predict_logits(model, tokenizer, test["text"], tcfg.max_length)
+    logits = predict_sharded(acc, model, tokenizer, test["text"], tcfg.max_length)
     report = evaluate(test["label"], logits, data.task.labels, data.splits["train"]["label"], "test")
-    meta = {"task": data.task.to_dict(), "id2label": data.task.to_dict()["id2label"], "max_length": tcfg.max_length,
-            "base_model": spec.to_dict(), "method": cfg.method, "method_config": cfg.method_cfg().to_dict()}
-    save_classifier(model, tokenizer, run_dir / "model", meta)
-    plots = {"confusion_matrix": plot_confusion(report, run_dir / "confusion_matrix.png"),
-             "training": plot_training(result.step_losses, result.history, run_dir / "training.png")}
+    plots: dict[str, Path] = {}
     run = Run(run_dir, cfg, data, spec, model, tokenizer, tcfg, trainable, total, result, report, logits, plots)
-    (run_dir / "report.json").write_text(json.dumps(_report_dict(run), indent=2))
+    if main:
+        meta = {"task": data.task.to_dict(), "id2label": data.task.to_dict()["id2label"],
+                "max_length": tcfg.max_length, "base_model": spec.to_dict(), "method": cfg.method,
+                "method_config": cfg.method_cfg().to_dict()}
+        save_classifier(model, tokenizer, run_dir / "model", meta)
+        plots["confusion_matrix"] = plot_confusion(report, run_dir / "confusion_matrix.png")
+        plots["training"] = plot_training(result.step_losses, result.history, run_dir / "training.png")
+        (run_dir / "report.json").write_text(json.dumps(_report_dict(run) | {"processes": acc.num_processes},
+                                                        indent=2))
+    acc.wait_for_everyone()
     return run
+
+
+def predict_sharded(acc, model, tokenizer, texts, max_length: int):
+    """Logits for every text exactly once: each process predicts a contiguous shard, all shards are gathered in
+    order. float32 [n, num_labels]."""
+    import numpy as np
+
+    from .feeds import sharded
+
+    texts = list(texts)
+    rows = sharded(acc, lambda ix: list(predict_logits(model, tokenizer, [texts[i] for i in ix], max_length))
+                   if len(ix) else [], len(texts))
+    return np.stack(rows)
 
 
 def _report_dict(run: Run) -> dict:

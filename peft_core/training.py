@@ -1,10 +1,8 @@
 """Training: AdamW with separate head / encoder learning rates, linear warmup-decay schedule, early stopping.
 
 The loop runs under ``accelerate`` (one process on a CPU or the CUDA GPU when present; several under
-``accelerate launch``). When the whole encoder is frozen (linear probe), the pooled features are computed once
-over train and validation (length-sorted, no grad) and every epoch trains the head on them: the same model and
-numbers as recomputing the frozen encoder each step (dropout in frozen layers is off in both paths), at a
-fraction of the cost.
+``accelerate launch``). Frozen leading layers are computed once and cached (``peft_core.feeds``), so each epoch
+runs only the trainable part: the same model and numbers as recomputing them, at a fraction of the cost.
 """
 from __future__ import annotations
 
@@ -18,7 +16,7 @@ from torch import nn
 
 from .callbacks import Callback, Control, ProgressEvent
 from .errors import ConfigError
-from .inference import batch_inputs, map_sorted
+from .feeds import _layer_stack, make_feed
 
 
 @dataclass
@@ -80,14 +78,10 @@ class TrainResult:
     cancelled: bool = False
     seconds: float = 0.0
     used_feature_cache: bool = False
+    cache: str = "none"
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _layer_stack(backbone: nn.Module) -> nn.ModuleList | None:
-    lists = [m for m in backbone.modules() if isinstance(m, nn.ModuleList)]
-    return max(lists, key=len) if lists else None
 
 
 def set_train_mode(model: nn.Module) -> None:
@@ -96,7 +90,8 @@ def set_train_mode(model: nn.Module) -> None:
     features are deterministic and cacheable. Layers from the first trainable one on stay in train mode."""
     model.train()
     backbone = model.backbone  # PeftModel forwards attribute access to the wrapped TextClassifier
-    layers = _layer_stack(backbone)
+    found = _layer_stack(backbone)
+    layers = found[1] if found else None
     live: set[int] = set()
     if layers is not None:
         k = next((i for i, l in enumerate(layers) if any(p.requires_grad for p in l.parameters())), len(layers))
@@ -105,6 +100,15 @@ def set_train_mode(model: nn.Module) -> None:
     for m in backbone.modules():
         if id(m) not in live and not any(p.requires_grad for p in m.parameters()):
             m.eval()
+
+
+def make_accelerator():
+    """The run's ``accelerate.Accelerator``: the CUDA GPU(s) when present, else the CPU. Under ``accelerate
+    launch --multi_gpu`` / ``torchrun`` on CPU-only machines it joins the process group with the gloo backend
+    (accelerate picks MULTI_CPU only when asked for the CPU explicitly)."""
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available())
 
 
 def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
@@ -128,50 +132,17 @@ def _metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
             "val_macro_f1": float(f1_score(y, pred, average="macro", zero_division=0))}
 
 
-class _Data:
-    """Training inputs for one run: raw texts (tokenized per batch) or cached pooled features."""
-
-    def __init__(self, model, tokenizer, splits, cfg: TrainConfig, device) -> None:
-        self.model, self.tok, self.cfg, self.device = model, tokenizer, cfg, device
-        self.texts = {s: list(splits[s]["text"]) for s in ("train", "validation")}
-        self.labels = {s: torch.tensor(splits[s]["label"], dtype=torch.long) for s in ("train", "validation")}
-        frozen = not any(p.requires_grad for p in model.backbone.parameters())
-        self.cached = cfg.feature_cache and frozen
-        self.features = {}
-        if self.cached:
-            model.eval()
-            for s in self.texts:  # float32 [n, hidden]
-                self.features[s] = map_sorted(lambda b: model.features(**b), tokenizer, self.texts[s],
-                                              cfg.max_length, 64, device)
-
-    def logits(self, split: str, idx: Sequence[int]) -> torch.Tensor:
-        """Logits for rows ``idx`` of ``split`` with gradients where parameters train: [len(idx), K]."""
-        if self.cached:
-            return self.model.head(self.features[split][idx].to(self.device))
-        inputs = batch_inputs(self.tok, [self.texts[split][i] for i in idx], self.cfg.max_length)
-        return self.model(**{k: v.to(self.device) for k, v in inputs.items()})
-
-    @torch.no_grad()
-    def validate(self) -> dict:
-        self.model.eval()
-        if self.cached:
-            logits = self.model.head(self.features["validation"].to(self.device)).float().cpu()
-        else:
-            logits = map_sorted(lambda b: self.model(**b), self.tok, self.texts["validation"],
-                                self.cfg.max_length, 64, self.device)
-        return _metrics(logits, self.labels["validation"])
-
-
 def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequence[Callback] = (),
-          control: Control | None = None) -> TrainResult:
+          control: Control | None = None, accelerator=None) -> TrainResult:
     """Train the trainable parameters of ``model`` on ``splits["train"]``, early-stopping on
     ``splits["validation"]`` macro-F1 (ties broken by lower validation loss); the best epoch's weights are
     restored at the end. ``cfg`` must have its method defaults filled in (``TrainConfig.with_defaults``).
+    Under several processes (``accelerate launch``) batches are sharded and gradients averaged (DDP); every
+    process validates on the whole validation split, so all take the same early-stopping decisions.
 
     Raises:
         ConfigError: a ``None`` hyper-parameter, or no trainable parameter.
     """
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
 
@@ -180,28 +151,31 @@ def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequ
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("the model has no trainable parameters")
     set_seed(cfg.seed)
-    acc = Accelerator(cpu=not torch.cuda.is_available())
+    acc = accelerator or make_accelerator()
     model.to(acc.device)
     control = control or Control()
-    emit = lambda ev: [cb(ev) for cb in callbacks]  # noqa: E731
+    emit = (lambda ev: [cb(ev) for cb in callbacks]) if acc.is_main_process else (lambda ev: None)
     t0 = time.perf_counter()
-    data = _Data(model, tokenizer, splits, cfg, acc.device)
-    n = len(data.labels["train"])
-    loader = torch.utils.data.DataLoader(np.arange(n), batch_size=cfg.batch_size, shuffle=True,
+    texts = {s: list(splits[s]["text"]) for s in ("train", "validation")}
+    labels = {s: torch.tensor(splits[s]["label"], dtype=torch.long) for s in texts}
+    feed = make_feed(model, tokenizer, texts, cfg.max_length, acc, cfg.feature_cache)
+    loader = torch.utils.data.DataLoader(np.arange(len(labels["train"])), batch_size=cfg.batch_size, shuffle=True,
                                          generator=torch.Generator().manual_seed(cfg.seed))
     optimizer = torch.optim.AdamW(_param_groups(model, cfg))
     total = cfg.epochs * len(loader)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
-    model, optimizer, loader, scheduler = acc.prepare(model, optimizer, loader, scheduler)
-    data.model = model
-    res = TrainResult(used_feature_cache=data.cached)
+    module, optimizer, loader, scheduler = acc.prepare(feed.module, optimizer, loader, scheduler)
+    total = cfg.epochs * len(loader)  # per process, after sharding
+    res = TrainResult(used_feature_cache=feed.kind != "none", cache=feed.kind)
     best, best_key, bad_epochs, step = None, None, 0, 0
-    emit(ProgressEvent("start", 0, total, message=f"{n} training rows, feature cache {'on' if data.cached else 'off'}"))
+    emit(ProgressEvent("start", 0, total, message=f"{len(labels['train'])} training rows; cache: {feed.kind}; "
+                       f"{acc.num_processes} process(es) on {acc.device}"))
     for epoch in range(1, cfg.epochs + 1):
-        set_train_mode(acc.unwrap_model(model))
+        set_train_mode(model)
         losses = []
         for idx in loader:
-            loss = nn.functional.cross_entropy(data.logits("train", idx.tolist()), data.labels["train"][idx].to(acc.device))
+            logits = module(**feed.batch("train", idx.tolist()))
+            loss = nn.functional.cross_entropy(logits, labels["train"][idx].to(acc.device))
             acc.backward(loss)
             optimizer.step()
             scheduler.step()
@@ -216,21 +190,22 @@ def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequ
         if control.should_stop:
             res.cancelled = True
             break
-        metrics = data.validate()
+        model.eval()
+        metrics = _metrics(feed.all_logits(acc.unwrap_model(module), "validation"), labels["validation"])
         res.history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **metrics})
         emit(ProgressEvent("epoch", step, total, epoch, metrics=metrics, elapsed_s=time.perf_counter() - t0))
-        key = (round(metrics["val_macro_f1"], 6), -metrics["val_loss"])
+        key = (round(metrics["val_macro_f1"], 6), -round(metrics["val_loss"], 6))
         if best_key is None or key > best_key:
             best_key, bad_epochs, res.best_epoch = key, 0, epoch
-            best = {k: v.detach().clone() for k, v in acc.unwrap_model(model).named_parameters() if v.requires_grad}
+            best = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
         else:
             bad_epochs += 1
             if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
                 res.stopped_early = True
                 break
     if best is not None:
-        acc.unwrap_model(model).load_state_dict(best, strict=False)
-    acc.unwrap_model(model).eval()
+        model.load_state_dict(best, strict=False)
+    model.eval()
     res.seconds = time.perf_counter() - t0
     emit(ProgressEvent("end", step, total, message="cancelled" if res.cancelled else "finished",
                        elapsed_s=res.seconds))

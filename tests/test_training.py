@@ -15,22 +15,33 @@ def small(sms_small):
     return prepare_data(sms_small)
 
 
-def _head_run(small, **kw):
+def _run(small, method="head", method_config=None, **kw):
     torch.manual_seed(0)
-    model, tok, *_ = build_model("minilm", "head", {}, small.task.num_labels)
-    cfg = TrainConfig(max_length=48, **kw).with_defaults(METHODS["head"].train_defaults)
+    model, tok, *_ = build_model("minilm", method, method_config or {}, small.task.num_labels)
+    cfg = TrainConfig(max_length=48, **kw).with_defaults(METHODS[method].train_defaults)
     return model, train(model, tok, small.splits, cfg)
 
 
-def test_feature_cache_gives_the_same_model_as_recomputing(small):
-    m1, r1 = _head_run(small, epochs=3, early_stopping_patience=0, feature_cache=True)
-    m2, r2 = _head_run(small, epochs=3, early_stopping_patience=0, feature_cache=False)
+_head_run = _run
+
+
+@pytest.mark.parametrize("method,options,kind", [("head", {}, "pooled features"),
+                                                 ("last_n", {"num_layers": 2}, "frozen-prefix token states")])
+def test_cache_gives_the_same_model_as_recomputing(small, method, options, kind):
+    m1, r1 = _run(small, method, options, epochs=2, early_stopping_patience=0, feature_cache=True)
+    m2, r2 = _run(small, method, options, epochs=2, early_stopping_patience=0, feature_cache=False)
     assert r1.used_feature_cache and not r2.used_feature_cache
-    for (n, a), (_, b) in zip(m1.head.state_dict().items(), m2.head.state_dict().items()):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=n)
+    assert (r1.cache, r2.cache) == (kind, "none")
+    trained = {n: p for n, p in m1.named_parameters() if p.requires_grad}
+    other = dict(m2.named_parameters())
+    for n, p in trained.items():
+        torch.testing.assert_close(p, other[n], atol=2e-5, rtol=1e-4, msg=n)
     for h1, h2 in zip(r1.history, r2.history):
         assert h1["val_accuracy"] == h2["val_accuracy"]
         assert h1["val_loss"] == pytest.approx(h2["val_loss"], abs=1e-5)
+    import numpy as np
+
+    np.testing.assert_allclose(r1.step_losses, r2.step_losses, atol=1e-4)
 
 
 def test_early_stopping_restores_the_best_epoch(small):

@@ -1,0 +1,212 @@
+"""What the training loop feeds the trainable part of the model: raw texts, or cached frozen-prefix outputs.
+
+When the first K encoder layers (and the embeddings) are frozen, their outputs never change, so they are
+computed once, no grad, in length-sorted batches, and every epoch runs only the trainable rest:
+
+* ``FeatureFeed`` — whole encoder frozen (linear probe): caches pooled features, float32 [n, hidden].
+* ``PrefixFeed``  — first K of L layers frozen (last-N): caches the token states after layer K, unpadded and
+  concatenated (float32 [total_tokens, hidden], RAM or a memory-mapped temp file past a budget); each step
+  re-pads one batch and runs layers K..L-1, pooling and the head.
+* ``TextFeed``    — nothing cacheable (LoRA in every layer, or the cache switched off): tokenizes per batch.
+
+All three give the same model and numbers as recomputing the frozen part each step (dropout in frozen layers is
+off in both; padded positions are masked out of attention and pooling). Under several processes each one
+computes a shard of the cache and ``gather_object`` gives every process the whole of it.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .inference import batch_inputs, map_sorted, sorted_batches, token_lengths
+
+CACHE_RAM_BYTES = int(float(os.environ.get("PEFT_CACHE_RAM_MB", "2048")) * 2**20)
+
+
+def _layer_stack(backbone: nn.Module) -> tuple[str, nn.ModuleList] | None:
+    lists = [(n, m) for n, m in backbone.named_modules() if isinstance(m, nn.ModuleList)]
+    return max(lists, key=lambda nm: len(nm[1])) if lists else None
+
+
+def frozen_prefix_depth(backbone: nn.Module) -> int:
+    """Number of leading encoder layers with no trainable parameter (== layer count if all frozen); 0 if the
+    embeddings train or no layer stack is found."""
+    found = _layer_stack(backbone)
+    if found is None:
+        return 0
+    _, layers = found
+    emb_trainable = any(p.requires_grad for n, p in backbone.named_parameters() if "embeddings" in n)
+    if emb_trainable:
+        return 0
+    return next((i for i, l in enumerate(layers) if any(p.requires_grad for p in l.parameters())), len(layers))
+
+
+class _Passthrough(nn.Module):
+    """Stands in for the embeddings module: returns the cached states given as ``inputs_embeds``."""
+
+    def forward(self, input_ids=None, inputs_embeds=None, **_):
+        return inputs_embeds
+
+
+def _view(backbone: nn.Module, layers_path: str, layers: Sequence[nn.Module], passthrough: bool) -> nn.Module:
+    """A shallow copy of ``backbone`` sharing its parameters, with the layer list replaced by ``layers`` (and the
+    embeddings by a passthrough)."""
+    top = copy.copy(backbone)
+    top._modules = dict(backbone._modules)
+    parent, parts = top, layers_path.split(".")
+    for name in parts[:-1]:
+        child = copy.copy(parent._modules[name])
+        child._modules = dict(child._modules)
+        parent._modules[name] = child
+        parent = child
+    parent._modules[parts[-1]] = nn.ModuleList(layers)
+    if passthrough:
+        top._modules["embeddings"] = _Passthrough()
+    return top
+
+
+class _Suffix(nn.Module):
+    """Trainable rest of a TextClassifier: layers K..L-1, pooling, head. forward(states [b,s,h], mask [b,s])."""
+
+    def __init__(self, model: nn.Module, suffix_backbone: nn.Module):
+        super().__init__()
+        self.suffix, self.head = suffix_backbone, model.head
+        self._pool = model.pool
+
+    def forward(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.suffix(inputs_embeds=states, attention_mask=attention_mask).last_hidden_state
+        return self.head(self._pool(hidden, attention_mask))
+
+
+def sharded(acc, fn, n: int) -> list:
+    """Run ``fn(indices) -> list`` on this process's contiguous shard of range(n); every process gets all n."""
+    from accelerate.utils import gather_object
+
+    bounds = np.linspace(0, n, acc.num_processes + 1).astype(int)
+    mine = fn(np.arange(bounds[acc.process_index], bounds[acc.process_index + 1]))
+    return gather_object(mine) if acc.num_processes > 1 else mine
+
+
+class TextFeed:
+    """No cache: the whole model runs each step on tokenized texts."""
+
+    kind = "none"
+
+    def __init__(self, model, tokenizer, texts: dict, max_length: int, acc):
+        self.module, self.tok, self.texts, self.max_length, self.acc = model, tokenizer, texts, max_length, acc
+
+    def batch(self, split: str, idx: Sequence[int]) -> dict:
+        inputs = batch_inputs(self.tok, [self.texts[split][i] for i in idx], self.max_length)
+        return {k: v.to(self.acc.device) for k, v in inputs.items()}
+
+    @torch.no_grad()
+    def all_logits(self, module, split: str) -> torch.Tensor:
+        return map_sorted(lambda b: module(**b), self.tok, self.texts[split], self.max_length, 64, self.acc.device)
+
+
+class FeatureFeed(TextFeed):
+    """Whole encoder frozen: pooled features cached once; the head is the trainable module."""
+
+    kind = "pooled features"
+
+    def __init__(self, model, tokenizer, texts: dict, max_length: int, acc):
+        super().__init__(model.head, tokenizer, texts, max_length, acc)
+        model.eval()
+        self.features = {}
+        for s, rows in texts.items():
+            def run(ix, rows=rows):  # float32 [hidden] per row of this process's shard
+                part = [rows[i] for i in ix]
+                return list(map_sorted(lambda b: model.features(**b), tokenizer, part, max_length, 64,
+                                       acc.device)) if part else []
+            self.features[s] = torch.stack(sharded(acc, run, len(rows)))  # [n, hidden]
+
+    def batch(self, split: str, idx: Sequence[int]) -> dict:
+        return {"input": self.features[split][idx].to(self.acc.device)}
+
+    @torch.no_grad()
+    def all_logits(self, module, split: str) -> torch.Tensor:
+        return module(self.features[split].to(self.acc.device)).float().cpu()
+
+
+class _TokenStates:
+    """Unpadded token states of n texts: float32 [total_tokens, hidden] in RAM, or memory-mapped past the budget."""
+
+    def __init__(self, lengths: np.ndarray, hidden: int):
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)])
+        shape = (int(self.offsets[-1]), hidden)
+        self.spilled = shape[0] * hidden * 4 > CACHE_RAM_BYTES
+        if self.spilled:
+            self._file = tempfile.NamedTemporaryFile(prefix="peft_prefix_", suffix=".f32")
+            self.data = np.memmap(self._file.name, dtype=np.float32, mode="w+", shape=shape)
+        else:
+            self.data = np.empty(shape, dtype=np.float32)
+
+    def put(self, i: int, states: np.ndarray) -> None:
+        self.data[self.offsets[i]:self.offsets[i + 1]] = states
+
+    def get(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.data[self.offsets[i]:self.offsets[i + 1]]))
+
+
+class PrefixFeed(TextFeed):
+    """First K layers frozen: token states after layer K cached; layers K.. + head form the trainable module."""
+
+    kind = "frozen-prefix token states"
+
+    def __init__(self, model, tokenizer, texts: dict, max_length: int, acc, depth: int):
+        path, layers = _layer_stack(model.backbone)
+        prefix = _view(model.backbone, path, list(layers)[:depth], passthrough=False).eval()
+        super().__init__(_Suffix(model, _view(model.backbone, path, list(layers)[depth:], True)), tokenizer,
+                         texts, max_length, acc)
+        hidden = model.backbone.config.hidden_size
+        self.states = {}
+        for s, rows in texts.items():
+            lengths = token_lengths(tokenizer, rows, max_length)
+            store = _TokenStates(lengths, hidden)
+
+            def run(ix, rows=rows, lengths=lengths):
+                out = []
+                for b in sorted_batches(lengths[ix], 64):
+                    inputs = {k: v.to(acc.device) for k, v in batch_inputs(tokenizer, [rows[ix[j]] for j in b],
+                                                                             max_length).items()}
+                    with torch.no_grad():
+                        h = prefix(**inputs).last_hidden_state.float().cpu().numpy()
+                    out += [(int(ix[j]), h[r, :lengths[ix[j]]]) for r, j in enumerate(b)]
+                return out
+
+            for i, st in sharded(acc, run, len(rows)):
+                store.put(i, st)
+            self.states[s] = store
+
+    def batch(self, split: str, idx: Sequence[int]) -> dict:
+        seqs = [self.states[split].get(i) for i in idx]
+        states = nn.utils.rnn.pad_sequence(seqs, batch_first=True)  # [b, s_max, h], zeros past each length
+        lengths = torch.tensor([len(x) for x in seqs])
+        mask = (torch.arange(states.shape[1])[None, :] < lengths[:, None]).long()  # [b, s_max]
+        return {"states": states.to(self.acc.device), "attention_mask": mask.to(self.acc.device)}
+
+    @torch.no_grad()
+    def all_logits(self, module, split: str) -> torch.Tensor:
+        lengths = np.diff(self.states[split].offsets)
+        out: list = [None] * len(lengths)
+        for b in sorted_batches(lengths, 64):
+            for i, row in zip(b, module(**self.batch(split, b.tolist())).float().cpu()):
+                out[i] = row
+        return torch.stack(out)
+
+
+def make_feed(model, tokenizer, texts: dict, max_length: int, acc, use_cache: bool) -> TextFeed:
+    """Pick the cheapest exact feed for the model's frozen prefix (see module doc)."""
+    depth = frozen_prefix_depth(model.backbone) if use_cache and not hasattr(model, "peft_config") else 0
+    found = _layer_stack(model.backbone)
+    if depth and found and depth == len(found[1]):
+        return FeatureFeed(model, tokenizer, texts, max_length, acc)
+    if depth:
+        return PrefixFeed(model, tokenizer, texts, max_length, acc, depth)
+    return TextFeed(model, tokenizer, texts, max_length, acc)
