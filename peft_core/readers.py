@@ -233,7 +233,7 @@ def read_upload(path: str | Path, limits: Limits | None = None) -> Table:
     if size == 0:
         raise DataError(f"{path.name} is empty (0 bytes); upload a file with a header line and data rows")
     if size > limits.max_upload_bytes:
-        raise DataError(f"{path.name} is {size / 1e6:.1f} MB; the limit is {limits.max_upload_mb:g} MB "
+        raise DataError(f"{path.name} is {size / 1e6:.3g} MB; the limit is {limits.max_upload_mb:g} MB "
                         "(PEFT_MAX_UPLOAD_MB); upload a sample of the rows or raise the limit")
     data = path.read_bytes()
     _check_kind(path, fmt, data[:1024])
