@@ -8,6 +8,7 @@ into train / validation / test, stratified by label and seeded (``sklearn.model_
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -162,6 +163,11 @@ def _split(df: pd.DataFrame, fraction: float, seed: int, what: str) -> tuple[pd.
         raise DataError(f"classes with a single example cannot be split into train and {what}: "
                         f"{', '.join(map(str, small.index[:10]))}; add examples, remove them, or upload a "
                         f"separate {what} file")
+    held = math.ceil(fraction * len(df))  # as sklearn rounds it
+    if min(held, len(df) - held) < len(counts):
+        raise DataError(f"too few rows for a stratified {what} split: {fraction:.0%} of {len(df)} rows is {held} "
+                        f"rows, but each of the {len(counts)} classes needs one; upload at least "
+                        f"{math.ceil(len(counts) / fraction)} rows, or a separate {what} file")
     try:
         a, b = train_test_split(df, test_size=fraction, random_state=seed, stratify=df["label"])
     except ValueError as e:

@@ -169,6 +169,14 @@ def test_single_class(frame, tmp_path):
         prepare_data(tmp_path / "one.csv")
 
 
+def test_too_few_rows_for_the_classes(frame, tmp_path):
+    many = frame.iloc[:60].assign(label=[f"topic{i % 15}" for i in range(60)])  # 4 rows per class
+    _csv(many, tmp_path / "many.csv")
+    with pytest.raises(DataError, match=r"too few rows for a stratified test split: 20% of 60 rows is 12 rows, but each "
+                                        r"of the 15 classes needs one; upload at least 75 rows"):
+        prepare_data(tmp_path / "many.csv")
+
+
 def test_classes_too_small_to_split_are_named(frame, tmp_path):
     extra = pd.DataFrame({"label": ["rare", "rare", "odd"], "text": frame["text"].iloc[:3].tolist()})
     _csv(pd.concat([frame, extra]), tmp_path / "small.csv")
@@ -303,3 +311,56 @@ def test_reading_writes_nothing_next_to_the_upload(frame, tmp_path, monkeypatch)
     for name in ("ok.csv", "ok.jsonl", "ok.parquet"):
         prepare_data(tmp_path / name)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+# ---- properties of column and label inference (hypothesis) ----------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from peft_core.data import LABEL_NAMES, TEXT_NAMES, infer_columns  # noqa: E402
+
+TEXTS = sms_subset(400, seed=3)["text"].drop_duplicates().head(120).tolist()
+KNOWN = {n.lower() for n in LABEL_NAMES + TEXT_NAMES}
+NAMES = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,9}", fullmatch=True).filter(lambda n: n.lower() not in KNOWN)
+WORDS = st.from_regex(r"[A-Za-z][A-Za-z_-]{0,7}", fullmatch=True)
+CLASSES = st.one_of(st.lists(st.integers(-10**6, 10**6), min_size=2, max_size=20, unique=True),
+                    st.lists(WORDS, min_size=2, max_size=20, unique=True))
+PROPS = settings(max_examples=25, deadline=None, database=None,
+                 suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _labelled(classes: list, n: int) -> list:
+    return [classes[i % len(classes)] for i in range(n)]
+
+
+@PROPS
+@given(classes=CLASSES, text_name=st.one_of(st.sampled_from(TEXT_NAMES), NAMES),
+       label_name=st.one_of(st.sampled_from(LABEL_NAMES), NAMES), with_id=st.booleans(), order=st.randoms())
+def test_text_and_label_columns_are_inferred_whatever_the_names_and_order(classes, text_name, label_name,
+                                                                          with_id, order):
+    if text_name.lower() == label_name.lower():
+        label_name += "_2"
+    cols = {text_name: TEXTS[:80], label_name: _labelled(classes, 80)}
+    if with_id and "row_id" not in (text_name, label_name):
+        cols["row_id"] = list(range(80))
+    names = list(cols)
+    order.shuffle(names)
+    assert infer_columns(pd.DataFrame({c: cols[c] for c in names})) == (text_name, label_name)
+
+
+@PROPS
+@given(classes=CLASSES, fmt=st.sampled_from(["csv", "jsonl", "parquet"]), seed=st.integers(0, 1000))
+def test_labels_map_to_sorted_ids_and_round_trip(tmp_path, classes, fmt, seed):
+    labels = _labelled(classes, 12 * len(classes) + 12)  # enough rows for a class in every split
+    texts = [f"{TEXTS[i % len(TEXTS)]} #{i}" for i in range(len(labels))]  # unique, to trace rows
+    df = pd.DataFrame({"text": texts, "label": labels}).sample(frac=1, random_state=seed)
+    path = tmp_path / f"d.{fmt}"
+    {"csv": lambda: df.to_csv(path, index=False), "jsonl": lambda: df.to_json(path, orient="records", lines=True),
+     "parquet": lambda: df.to_parquet(path, index=False)}[fmt]()
+    data = prepare_data(path, seed=seed)
+    assert data.task.id2label == {i: str(c) for i, c in enumerate(sorted(classes))}  # ints sort as numbers
+    truth = dict(zip(texts, map(str, labels)))
+    for split in data.splits.values():
+        assert all(data.task.id2label[i] == truth[t] for t, i in zip(split["text"], split["label"]))
+    assert sum(data.report.split_sizes.values()) == len(labels)
