@@ -3,8 +3,9 @@
 Accepted formats (by extension, parsed by ``peft_core.readers``): CSV (delimiter sniffed among , ; TAB |), TSV,
 JSON (an array of records), JSON Lines, Parquet. Text and label columns are inferred and can be overridden. Labels
 may be strings or integers; ids follow the sorted label order. Labels and texts are checked by
-``peft_core.validation``; sizes are bounded by ``peft_core.limits.Limits`` (``PEFT_*`` environment variables). Without a given test file the upload is split
-into train / validation / test, stratified by label and seeded (``sklearn.model_selection.train_test_split``).
+``peft_core.validation``; sizes are bounded by ``peft_core.limits.Limits`` (``PEFT_*`` environment variables).
+Without a given test file the upload is split into train / validation / test, stratified by label and seeded
+(``sklearn.model_selection.train_test_split``).
 """
 from __future__ import annotations
 

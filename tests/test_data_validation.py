@@ -172,8 +172,8 @@ def test_single_class(frame, tmp_path):
 def test_too_few_rows_for_the_classes(frame, tmp_path):
     many = frame.iloc[:60].assign(label=[f"topic{i % 15}" for i in range(60)])  # 4 rows per class
     _csv(many, tmp_path / "many.csv")
-    with pytest.raises(DataError, match=r"too few rows for a stratified test split: 20% of 60 rows is 12 rows, but each "
-                                        r"of the 15 classes needs one; upload at least 75 rows"):
+    with pytest.raises(DataError, match=r"too few rows for a stratified test split: 20% of 60 rows is 12 rows, "
+                                        r"but each of the 15 classes needs one; upload at least 75 rows"):
         prepare_data(tmp_path / "many.csv")
 
 
