@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 from peft_core.callbacks import Control, ProgressEvent  # noqa: E402
 from peft_core.data import infer_columns, prepare_data, read_table  # noqa: E402
 from peft_core.errors import PeftCoreError  # noqa: E402
+from peft_core.limits import Limits  # noqa: E402
 from peft_core.methods import METHODS  # noqa: E402
 from peft_core.models import DEFAULT_MODEL, REGISTRY  # noqa: E402
 
@@ -306,8 +307,10 @@ demo = build_demo()
 
 
 def launch(**kwargs):
-    """Launch ``demo`` with the folders it serves files from allowed (runs, examples)."""
+    """Launch ``demo`` with the folders it serves files from allowed (runs, examples); uploads over the
+    ``PEFT_MAX_UPLOAD_MB`` limit are refused by Gradio before they are stored (``prepare_data`` checks it too)."""
     RUNS_ROOT.mkdir(parents=True, exist_ok=True)
+    kwargs.setdefault("max_file_size", Limits.from_env().max_upload_bytes)
     kwargs.setdefault("allowed_paths", [str(RUNS_ROOT), str(EXAMPLE.parent)])
     kwargs.setdefault("theme", gr.themes.Soft())
     return demo.queue(default_concurrency_limit=1).launch(**kwargs)

@@ -1,22 +1,27 @@
 """Load an uploaded table into a ``datasets.DatasetDict`` with a TaskSpec and a DataReport.
 
-Accepted formats (by extension, loaded through ``datasets``): CSV (delimiter sniffed among , ; TAB |), TSV, JSON
-(an array of records), JSON Lines, Parquet. Text and label columns are inferred and can be overridden. Labels
-may be strings or integers; ids follow the sorted label order. Without a given test file the upload is split
-into train / validation / test, stratified by label and seeded (``sklearn.model_selection.train_test_split``).
+Accepted formats (by extension, parsed by ``peft_core.readers``): CSV (delimiter sniffed among , ; TAB |), TSV,
+JSON (an array of records), JSON Lines, Parquet. Text and label columns are inferred and can be overridden. Labels
+may be strings or integers; ids follow the sorted label order. Labels and texts are checked by
+``peft_core.validation``; sizes are bounded by ``peft_core.limits.Limits`` (``PEFT_*`` environment variables).
+Without a given test file the upload is split into train / validation / test, stratified by label and seeded
+(``sklearn.model_selection.train_test_split``).
 """
 from __future__ import annotations
 
-import tempfile
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from .errors import DataError
+from .limits import Limits
+from .readers import FORMATS, Table, read_upload
 from .tasks import TaskSpec
+from .validation import case_variants, check_classes, check_split_sizes, check_texts, normalise_labels
 
-FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+__all__ = ["FORMATS", "DataReport", "Limits", "PreparedData", "infer_columns", "prepare_data", "read_table"]
 LABEL_NAMES = ("label", "labels", "category", "class", "target", "intent", "sentiment", "y")
 TEXT_NAMES = ("text", "sentence", "message", "content", "review", "utterance", "document", "query", "sms")
 
@@ -74,67 +79,19 @@ class PreparedData:
     report: DataReport
 
 
-def _sniff_delimiter(path: Path, encoding: str) -> str:
-    """The delimiter among , ; TAB | that occurs most often in the header line (comma on a tie)."""
-    if path.suffix.lower() == ".tsv":
-        return "\t"
-    header = path.read_bytes()[:65536].decode(encoding, errors="replace").lstrip("\ufeff").splitlines()[:1]
-    counts = {d: header[0].count(d) if header else 0 for d in ",;\t|"}
-    best = max(counts, key=lambda d: (counts[d], d == ","))
-    return best if counts[best] else ","
+def read_table(path: str | Path, *, limits: Limits | None = None) -> tuple[pd.DataFrame, str]:
+    """Read one uploaded file into a DataFrame (see :func:`peft_core.readers.read_upload` for the rules).
 
-
-def _encoding(path: Path) -> str:
-    head = path.read_bytes()[:1 << 20]
-    if b"\x00" in head[:4096] and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DataError(f"{path.name} looks like a binary file, not a text table; upload CSV, TSV, JSON, "
-                        "JSONL or Parquet")
-    try:
-        head.decode("utf-8")
-        return "utf-8-sig" if head.startswith(b"\xef\xbb\xbf") else "utf-8"
-    except UnicodeDecodeError as e:
-        if e.start > len(head) - 4:  # a multi-byte char cut by the 1 MiB window
-            return "utf-8"
-        return "latin-1"
-
-
-def read_table(path: str | Path) -> tuple[pd.DataFrame, str]:
-    """Read one uploaded file through ``datasets`` into a DataFrame.
-
+    Args:
+        limits: size/row limits; default ``Limits.from_env()``.
     Returns:
         (frame, format) where format is one of "csv", "json", "parquet".
     Raises:
-        DataError: missing file, unsupported extension, unreadable or empty content.
+        DataError: missing, empty, too large or unsupported file; content that does not match the extension;
+            unreadable content (with the line where known); duplicate column names; no data rows; too many rows.
     """
-    import datasets
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise DataError(f"{path.name}: unsupported file type {path.suffix!r}; use one of "
-                        + ", ".join(sorted(FORMATS)))
-    if path.stat().st_size == 0:
-        raise DataError(f"{path.name} is empty")
-    kwargs: dict = {}
-    if fmt == "csv":
-        enc = _encoding(path)
-        kwargs = {"delimiter": _sniff_delimiter(path, enc), "encoding": enc}
-    datasets.disable_progress_bars()
-    try:
-        with tempfile.TemporaryDirectory(prefix="peft_data_") as cache:
-            ds = datasets.load_dataset(fmt, data_files=str(path), split="train", cache_dir=cache, **kwargs)
-            frame = ds.to_pandas()
-    except Exception as e:  # datasets/pyarrow raise many types; all mean "cannot parse this file"
-        if "corresponds to no data" in str(e):
-            raise DataError(f"{path.name} has no data rows (only a header?)") from e
-        raise DataError(f"{path.name} could not be read as {fmt.upper()}: {type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:300] if str(e) else ''}") from e
-    if frame.empty or len(frame.columns) == 0:
-        raise DataError(f"{path.name} has no data rows")
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame, fmt
+    table = read_upload(path, limits)
+    return table.frame, table.format
 
 
 def _is_texty(s: pd.Series) -> bool:
@@ -174,7 +131,11 @@ def infer_columns(frame: pd.DataFrame, text_column: str | None = None,
     return text, label
 
 
-def _clean(frame: pd.DataFrame, text: str, label: str, dropped: dict[str, int]) -> pd.DataFrame:
+def _clean(table: Table, text: str, label: str, dropped: dict[str, int], notes: list[str],
+           limits: Limits) -> pd.DataFrame:
+    """The two chosen columns as ``text`` (str, cut to the limit) and ``label`` (int64 or str, normalised),
+    without rows missing either; counts of dropped rows go to ``dropped``, warnings to ``notes``."""
+    frame = table.frame
     out = pd.DataFrame({"text": frame[text], "label": frame[label]})
     miss_text = out["text"].isna() | (out["text"].astype(str).str.strip() == "")
     dropped["missing text"] = dropped.get("missing text", 0) + int(miss_text.sum())
@@ -182,11 +143,10 @@ def _clean(frame: pd.DataFrame, text: str, label: str, dropped: dict[str, int]) 
     miss_label = out["label"].isna() | (out["label"].astype(str).str.strip() == "")
     dropped["missing label"] = dropped.get("missing label", 0) + int(miss_label.sum())
     out = out[~miss_label].copy()
-    out["text"] = out["text"].astype(str)
-    lab = out["label"]
-    if pd.api.types.is_float_dtype(lab) and (lab == lab.round()).all():
-        lab = lab.astype("int64")
-    out["label"] = lab.astype(str).str.strip() if not pd.api.types.is_integer_dtype(lab) else lab
+    name = Path(table.source).name
+    out["text"], text_notes = check_texts(out["text"].astype(str), limits, name)
+    out["label"], label_notes = normalise_labels(out["label"], label)
+    notes += table.warnings + [f"{name}: {n}" for n in label_notes] + text_notes
     return out.reset_index(drop=True)
 
 
@@ -204,6 +164,11 @@ def _split(df: pd.DataFrame, fraction: float, seed: int, what: str) -> tuple[pd.
         raise DataError(f"classes with a single example cannot be split into train and {what}: "
                         f"{', '.join(map(str, small.index[:10]))}; add examples, remove them, or upload a "
                         f"separate {what} file")
+    held = math.ceil(fraction * len(df))  # as sklearn rounds it
+    if min(held, len(df) - held) < len(counts):
+        raise DataError(f"too few rows for a stratified {what} split: {fraction:.0%} of {len(df)} rows is {held} "
+                        f"rows, but each of the {len(counts)} classes needs one; upload at least "
+                        f"{math.ceil(len(counts) / fraction)} rows, or a separate {what} file")
     try:
         a, b = train_test_split(df, test_size=fraction, random_state=seed, stratify=df["label"])
     except ValueError as e:
@@ -212,9 +177,41 @@ def _split(df: pd.DataFrame, fraction: float, seed: int, what: str) -> tuple[pd.
     return a.reset_index(drop=True), b.reset_index(drop=True)
 
 
+def _test_part(test_file, text: str, label: str, classes: list, dropped: dict[str, int], notes: list[str],
+               limits: Limits) -> tuple[pd.DataFrame, int]:
+    """The cleaned rows of a given test file whose labels occur in training, and its row count."""
+    table = read_upload(test_file, limits)
+    for c in (text, label):
+        if c not in table.frame.columns:
+            raise DataError(f"test file {Path(test_file).name} lacks column {c!r}; its columns are "
+                            f"{list(table.frame.columns)}")
+    test = _clean(table, text, label, dropped, notes, limits)
+    unseen = ~test["label"].isin(classes)
+    if unseen.any():
+        dropped["test label not in training data"] = int(unseen.sum())
+        notes.append(f"test labels not in the training data were dropped: "
+                     f"{', '.join(map(repr, test['label'][unseen].unique()[:10].tolist()))}")
+        test = test[~unseen].reset_index(drop=True)
+    return test, len(table.frame)
+
+
+def _to_datasets(parts: dict[str, pd.DataFrame], classes: list):
+    """(DatasetDict with text: str and label: int64 id, class_counts label -> split -> n)."""
+    import datasets
+
+    to_id = {c: i for i, c in enumerate(classes)}
+    splits, counts = {}, {str(c): {} for c in classes}
+    for name, part in parts.items():
+        ids = part["label"].map(to_id).astype("int64")
+        splits[name] = datasets.Dataset.from_dict({"text": part["text"].tolist(), "label": ids.tolist()})
+        for c, n in part["label"].value_counts().items():
+            counts[str(c)][name] = int(n)
+    return datasets.DatasetDict(splits), counts
+
+
 def prepare_data(train_file: str | Path, test_file: str | Path | None = None, *, text_column: str | None = None,
                  label_column: str | None = None, test_fraction: float = 0.2, validation_fraction: float = 0.1,
-                 seed: int = 42) -> PreparedData:
+                 seed: int = 42, limits: Limits | None = None) -> PreparedData:
     """Load, validate and split an upload for text classification.
 
     Args:
@@ -222,55 +219,37 @@ def prepare_data(train_file: str | Path, test_file: str | Path | None = None, *,
         test_file: optional held-out file with the same columns; else ``test_fraction`` of the upload is held out.
         validation_fraction: share of all labelled rows used for early stopping (taken from the train part).
         seed: seed of the stratified splits.
+        limits: size limits; default ``Limits.from_env()`` (the ``PEFT_*`` environment variables).
     Returns:
         PreparedData with splits "train", "validation", "test" (columns text: str, label: int64).
     Raises:
-        DataError: unreadable file, bad columns, fewer than 2 classes, classes too small to split,
-            test labels unseen in training.
+        DataError: unreadable or too large file, bad columns, fewer than 2 classes, an inferred label column that
+            looks like an id, too many classes, classes too small to split, test labels unseen in training.
     """
-    import datasets
-
     if not 0 < test_fraction < 0.9 or not 0 < validation_fraction < 0.5:
         raise DataError("test_fraction must be in (0, 0.9) and validation_fraction in (0, 0.5)")
-    frame, fmt = read_table(train_file)
-    text, label = infer_columns(frame, text_column, label_column)
+    limits = limits or Limits.from_env()
+    table = read_upload(train_file, limits)
+    text, label = infer_columns(table.frame, text_column, label_column)
     dropped: dict[str, int] = {}
-    df = _clean(frame, text, label, dropped)
-    rows_read = len(frame)
-    warnings = []
+    warnings: list[str] = []
+    df = _clean(table, text, label, dropped, warnings, limits)
+    warnings += check_classes(df["label"], label, label_column is None, limits) + case_variants(df["label"], label)
+    check_split_sizes(df["label"], label, test_file is not None)
     classes = _label_order(df["label"])
-    if len(classes) < 2:
-        raise DataError(f"column {label!r} has only one class ({classes[0] if classes else 'none'}) after "
-                        "dropping empty rows; a classifier needs at least 2")
-    if len(classes) > 0.5 * len(df):
-        warnings.append(f"column {label!r} has {len(classes)} distinct values for {len(df)} rows: is it an id "
-                        "rather than a label?")
+    rows_read = len(table.frame)
     if test_file is not None:
-        tframe, _ = read_table(test_file)
-        for c in (text, label):
-            if c not in tframe.columns:
-                raise DataError(f"test file lacks column {c!r}; its columns are {list(tframe.columns)}")
-        test = _clean(tframe, text, label, dropped)
-        rows_read += len(tframe)
-        unseen = ~test["label"].isin(classes)
-        if unseen.any():
-            dropped["test label not in training data"] = int(unseen.sum())
-            test = test[~unseen].reset_index(drop=True)
+        test, n = _test_part(test_file, text, label, classes, dropped, warnings, limits)
+        rows_read += n
         train, val = _split(df, validation_fraction, seed, "validation")
     else:
         rest, test = _split(df, test_fraction, seed, "test")
         train, val = _split(rest, validation_fraction / (1 - test_fraction), seed, "validation")
-    id2label = {i: str(c) for i, c in enumerate(classes)}
-    to_id = {c: i for i, c in enumerate(classes)}
-    splits = {}
-    counts: dict[str, dict[str, int]] = {str(c): {} for c in classes}
-    for name, part in (("train", train), ("validation", val), ("test", test)):
-        ids = part["label"].map(to_id).astype("int64")
-        splits[name] = datasets.Dataset.from_dict({"text": part["text"].tolist(), "label": ids.tolist()})
-        for c, n in part["label"].value_counts().items():
-            counts[str(c)][name] = int(n)
-    task = TaskSpec(kind="text-classification", text_column=text, label_column=label, id2label=id2label)
-    report = DataReport(source=str(train_file), format=fmt, columns=list(frame.columns), text_column=text,
-                        label_column=label, rows_read=rows_read, dropped_rows={k: v for k, v in dropped.items() if v},
+    splits, counts = _to_datasets({"train": train, "validation": val, "test": test}, classes)
+    task = TaskSpec(kind="text-classification", text_column=text, label_column=label,
+                    id2label={i: str(c) for i, c in enumerate(classes)})
+    report = DataReport(source=str(train_file), format=table.format, columns=list(table.frame.columns),
+                        text_column=text, label_column=label, rows_read=rows_read,
+                        dropped_rows={k: v for k, v in dropped.items() if v},
                         split_sizes={k: len(v) for k, v in splits.items()}, class_counts=counts, warnings=warnings)
-    return PreparedData(splits=datasets.DatasetDict(splits), task=task, report=report)
+    return PreparedData(splits=splits, task=task, report=report)
