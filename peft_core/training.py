@@ -134,9 +134,9 @@ def _metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
 
 def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequence[Callback] = (),
           control: Control | None = None, accelerator=None) -> TrainResult:
-    """Train the trainable parameters of ``model`` on ``splits["train"]``, early-stopping on
-    ``splits["validation"]`` macro-F1 (ties broken by lower validation loss); the best epoch's weights are
-    restored at the end. ``cfg`` must have its method defaults filled in (``TrainConfig.with_defaults``).
+    """Train the trainable parameters of ``model`` on ``splits["train"]``. Early stopping: after
+    ``early_stopping_patience`` epochs in which neither validation macro-F1 nor validation loss improved; the
+    weights of the epoch with the best validation macro-F1 (ties: lower loss) are restored at the end. ``cfg`` must have its method defaults filled in (``TrainConfig.with_defaults``).
     Under several processes (``accelerate launch``) batches are sharded and gradients averaged (DDP); every
     process validates on the whole validation split, so all take the same early-stopping decisions.
 
@@ -167,7 +167,7 @@ def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequ
     module, optimizer, loader, scheduler = acc.prepare(feed.module, optimizer, loader, scheduler)
     total = cfg.epochs * len(loader)  # per process, after sharding
     res = TrainResult(used_feature_cache=feed.kind != "none", cache=feed.kind)
-    best, best_key, bad_epochs, step = None, None, 0, 0
+    best, best_key, bad_epochs, step, top_f1, low_loss = None, None, 0, 0, -1.0, float("inf")
     emit(ProgressEvent("start", 0, total, message=f"{len(labels['train'])} training rows; cache: {feed.kind}; "
                        f"{acc.num_processes} process(es) on {acc.device}"))
     for epoch in range(1, cfg.epochs + 1):
@@ -195,14 +195,19 @@ def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequ
         res.history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **metrics})
         emit(ProgressEvent("epoch", step, total, epoch, metrics=metrics, elapsed_s=time.perf_counter() - t0))
         key = (round(metrics["val_macro_f1"], 6), -round(metrics["val_loss"], 6))
-        if best_key is None or key > best_key:
-            best_key, bad_epochs, res.best_epoch = key, 0, epoch
+        if best_key is None or key > best_key:  # keep the weights with the best macro-F1 (then lowest loss)
+            best_key, res.best_epoch = key, epoch
             best = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+        # patience runs out only when neither macro-F1 nor loss improved: a head still moving off the majority
+        # class lowers the loss for several epochs before its macro-F1 moves
+        if metrics["val_macro_f1"] > top_f1 + 1e-6 or metrics["val_loss"] < low_loss - 1e-6:
+            bad_epochs = 0
         else:
             bad_epochs += 1
             if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
                 res.stopped_early = True
                 break
+        top_f1, low_loss = max(top_f1, metrics["val_macro_f1"]), min(low_loss, metrics["val_loss"])
     if best is not None:
         model.load_state_dict(best, strict=False)
     model.eval()
