@@ -192,8 +192,9 @@ def export_bundle(session: Session, progress=gr.Progress()):
     res = export_run(session.run)
     session.export = res
     ok = res.bundle is not None
-    text = ("**Ready to download.** " if ok else "**Export blocked.** ") + res.message + (f" Bundle: {res.bundle.stat().st_size / 1e6:.1f} MB." if ok else "")
-    return text, res.parity.to_table(), gr.update(value=str(res.bundle) if ok else None, visible=ok)
+    text = ("**Ready to download.** " if ok else "**Export blocked.** ") + res.message
+    files = [str(res.bundle)] + [str(p) for p in res.bundles.values() if p != res.bundle] if ok else None
+    return text, res.parity.to_table(), gr.update(value=files, visible=ok)
 
 
 def build_demo() -> gr.Blocks:
@@ -215,8 +216,8 @@ def build_demo() -> gr.Blocks:
                                                                           ".jsonl", ".parquet"])
         example_btn = gr.Button("Use the example data (SMS Spam Collection, 5,574 messages)", size="sm")
         with gr.Row():
-            text_col = gr.Dropdown(label="Text column", choices=[], interactive=True)
-            label_col = gr.Dropdown(label="Label column", choices=[], interactive=True)
+            text_col = gr.Dropdown(label="Text column", choices=[], interactive=True, allow_custom_value=True)
+            label_col = gr.Dropdown(label="Label column", choices=[], interactive=True, allow_custom_value=True)
         data_report = gr.Markdown()
         with gr.Row():
             preview = gr.Dataframe(pd.DataFrame(columns=["(upload a file)"]), label="Preview (first rows)",
@@ -281,7 +282,8 @@ def build_demo() -> gr.Blocks:
         parity_df = gr.Dataframe(pd.DataFrame(columns=["name", "batch_size", "rows", "max_tokens", "max_abs_diff",
                                                        "argmax_agreement", "passed"]),
                                  label="Parity checks (PyTorch vs ONNX Runtime)", interactive=False)
-        bundle_file = gr.File(label="Download bundle.zip", visible=False, interactive=False)
+        bundle_file = gr.File(label="Download a bundle (the first one is the recommended default)",
+                              file_count="multiple", visible=False, interactive=False)
 
         data_inputs = [train_file, test_file]
         data_outputs = [preview, text_col, label_col, data_report, classes]

@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"base model: one of {', '.join(REGISTRY)}, a local folder, or a Hub ID")
     t.add_argument("--method", default="head", choices=list(METHODS), help="what to train")
     t.add_argument("--out", required=True, help="run folder to write (model, reports, plots, bundle)")
-    t.add_argument("--export", action="store_true", help="export ONNX, check parity and write bundle.zip")
+    t.add_argument("--export", action="store_true", help="export ONNX, check parity, write bundle-fp32.zip and bundle-int8.zip")
     g = t.add_argument_group("hyper-parameters (default: the method's)")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
@@ -104,7 +104,8 @@ def cmd_train(args) -> int:
         print(res.message)
         if res.bundle is None:
             return 1
-        print(f"Bundle: {res.bundle}")
+        for precision, path in res.bundles.items():
+            print(f"Bundle ({precision}{', default' if path == res.bundle else ''}): {path}")
     return 0
 
 

@@ -9,7 +9,8 @@ of); neither does any work of its own. A run lives in its own folder::
     run_dir/adapter/           LoRA only: the peft adapter (with the head) before merging
     run_dir/report.json        data report, trainable parameters, training history, evaluation
     run_dir/confusion_matrix.png, run_dir/training.png
-    run_dir/export/model.onnx, run_dir/bundle.zip   after export
+    run_dir/export/model.onnx, model.int8.onnx, parity.json, int8.json   after export
+    run_dir/bundle-fp32.zip, run_dir/bundle-int8.zip                   the two bundles
 """
 from __future__ import annotations
 
@@ -90,12 +91,15 @@ class Run:
 
 @dataclass
 class ExportResult:
-    """Outcome of :func:`export_run`: the ONNX file, its parity report and the bundle (None when refused)."""
+    """Outcome of :func:`export_run`: the fp32 ONNX file and its parity report, the int8 report, the bundles
+    by precision, and ``bundle``: the default download (int8 when it keeps accuracy; None when parity failed)."""
 
     onnx: object
     parity: object
     bundle: Path | None
     message: str
+    int8: object = None
+    bundles: dict = field(default_factory=dict)
 
 
 def versions() -> dict:
@@ -219,24 +223,32 @@ def bundle_config(run: Run, onnx_export, parity) -> dict:
             "versions": versions()}
 
 
-def export_run(run: Run, parity_rows: int = 68) -> ExportResult:
-    """Export ``run`` to ONNX, check parity on its held-out rows, and build ``bundle.zip`` if parity passed.
-
-    Raises:
-        ExportError: the exporter itself failed.
-    """
+def export_run(run: Run, parity_rows: int = 68, int8: bool = True) -> ExportResult:
+    """Export ``run`` to ONNX, check parity on its held-out rows, and, if parity passed, write
+    ``bundle-fp32.zip`` and (with ``int8``) a dynamically quantized ``bundle-int8.zip`` scored on the whole
+    held-out split. Raises ExportError when the exporter itself fails."""
     from exporters.bundle import build_bundle
     from exporters.onnx import export_onnx
     from exporters.parity import check_parity
+    from exporters.quantize import check_int8, quantize_int8
 
-    texts = list(run.data.splits["test"]["text"])
-    onnx_export = export_onnx(run.model, run.tokenizer, texts[:3], run.run_dir / "export" / "model.onnx",
-                              run.train_config.max_length)
-    parity = check_parity(run.model, run.tokenizer, onnx_export.path, texts, run.train_config.max_length,
-                          rows_per_check=parity_rows)
-    (run.run_dir / "export" / "parity.json").write_text(json.dumps(parity.to_dict(), indent=2))
+    test, max_length, out = run.data.splits["test"], run.train_config.max_length, run.run_dir / "export"
+    texts = list(test["text"])
+    onnx_export = export_onnx(run.model, run.tokenizer, texts[:3], out / "model.onnx", max_length)
+    parity = check_parity(run.model, run.tokenizer, onnx_export.path, texts, max_length, rows_per_check=parity_rows)
+    (out / "parity.json").write_text(json.dumps(parity.to_dict(), indent=2))
     if not parity.passed:
         return ExportResult(onnx_export, parity, None, "No bundle: " + parity.summary())
-    bundle = build_bundle(run.run_dir / "bundle.zip", onnx_export.path, run.tokenizer,
-                          bundle_config(run, onnx_export, parity), parity)
-    return ExportResult(onnx_export, parity, bundle, parity.summary())
+    cfg = bundle_config(run, onnx_export, parity)
+    bundles = {"fp32": build_bundle(run.run_dir / "bundle-fp32.zip", onnx_export.path, run.tokenizer,
+                                    cfg | {"precision": "fp32"}, parity)}
+    quant = None
+    if int8:
+        q_path = quantize_int8(onnx_export.path, out / "model.int8.onnx")
+        quant = check_int8(onnx_export.path, q_path, run.tokenizer, texts, test["label"], max_length)
+        (out / "int8.json").write_text(json.dumps(quant.to_dict(), indent=2))
+        bundles["int8"] = build_bundle(run.run_dir / "bundle-int8.zip", q_path, run.tokenizer,
+                                       cfg | {"precision": "int8", "int8": quant.to_dict()}, parity)
+    default = "int8" if quant is not None and quant.acceptable else "fp32"
+    message = parity.summary() + (" " + quant.summary() if quant is not None else "")
+    return ExportResult(onnx_export, parity, bundles[default], message, quant, bundles)

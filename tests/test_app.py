@@ -9,8 +9,13 @@ from gradio_client import Client, handle_file
 def client(tmp_path_factory):
     import app
 
+    import socket
+
+    with socket.socket() as sock:  # a free port for this test session
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     app.RUNS_ROOT = tmp_path_factory.mktemp("runs")
-    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=0, quiet=True,
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
                allowed_paths=[str(app.RUNS_ROOT)])
     yield Client(app.demo.local_url, verbose=False)
     app.demo.close()
@@ -39,7 +44,8 @@ def test_full_flow_through_the_api(client, sms_small):
 
     summary, parity, bundle = client.predict(api_name="/export")
     assert summary.startswith("**Ready to download.** Parity PASSED")
-    assert "model.onnx" in zipfile.ZipFile(bundle["value"]).namelist()
+    paths = [f["path"] if isinstance(f, dict) else f for f in bundle["value"]]
+    assert len(paths) == 2 and all("model.onnx" in zipfile.ZipFile(p).namelist() for p in paths)
 
 
 def test_errors_reach_the_user_as_messages(client, sms_small):
@@ -47,7 +53,7 @@ def test_errors_reach_the_user_as_messages(client, sms_small):
 
     with pytest.raises(AppError, match="label column 'nope' is not in the file"):
         client.predict(handle_file(str(sms_small)), None, "text", "nope", "minilm", "head", **HP, api_name="/train")
-    with pytest.raises(AppError, match="could not load model"):
+    with pytest.raises(AppError, match="model folder not found: /no/such/model"):
         client.predict(handle_file(str(sms_small)), None, "text", "label", "/no/such/model", "head", **HP,
                        api_name="/train")
 

@@ -40,5 +40,5 @@ def test_two_processes_write_one_run_and_cover_every_row(method, extra, sms_smal
     assert sum(e["kind"] == "start" for e in events) == 1  # one writer
     assert "2 process(es)" in next(e["message"] for e in events if e["kind"] == "start")
     if method == "head":
-        assert (out / "bundle.zip").exists() and "Parity PASSED" in p.stdout
+        assert (out / "bundle-fp32.zip").exists() and "Parity PASSED" in p.stdout
         assert abs(ev["accuracy"] - head_run.eval_report.accuracy) <= ACCURACY_TOLERANCE

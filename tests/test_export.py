@@ -58,10 +58,10 @@ def test_parity_detects_a_wrong_model(head_run, head_export):
 
 
 def test_bundle_contents_and_predict_script(head_run, head_export, tmp_path):
-    assert head_export.bundle is not None and head_export.bundle.exists()
-    names = set(zipfile.ZipFile(head_export.bundle).namelist())
+    fp32 = head_export.bundles["fp32"]
+    names = set(zipfile.ZipFile(fp32).namelist())
     assert {"model.onnx", "tokenizer.json", "config.json", "predict.py", "README.md", "parity.json"} <= names
-    folder = extract_bundle(head_export.bundle, tmp_path / "bundle")
+    folder = extract_bundle(fp32, tmp_path / "bundle")
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["id2label"] == {"0": "ham", "1": "spam"} and cfg["max_length"] == 64 and cfg["method"] == "head"
     assert cfg["metrics"]["accuracy"] == head_run.eval_report.accuracy and cfg["parity"]["passed"]
@@ -85,8 +85,18 @@ def test_bundle_contents_and_predict_script(head_run, head_export, tmp_path):
     assert len(rows) == len(texts)
 
 
+def test_int8_bundle_is_scored_and_chosen_by_accuracy(head_run, head_export, tmp_path):
+    q = head_export.int8
+    assert q.rows == head_run.eval_report.n
+    assert q.fp32_accuracy == head_run.eval_report.accuracy  # fp32 ONNX labels == PyTorch labels on every row
+    assert q.int8_bytes < 0.8 * q.fp32_bytes and q.label_agreement >= 0.97
+    assert head_export.bundle == head_export.bundles["int8" if q.acceptable else "fp32"]
+    cfg = json.loads(zipfile.ZipFile(head_export.bundles["int8"]).read("config.json"))
+    assert cfg["precision"] == "int8" and cfg["int8"]["int8_accuracy"] == q.int8_accuracy
+
+
 def test_predict_script_prints_labels_for_arguments(head_export, tmp_path):
-    folder = extract_bundle(head_export.bundle, tmp_path / "b")
+    folder = extract_bundle(head_export.bundles["int8"], tmp_path / "b")
     out = subprocess.run([sys.executable, str(folder / "predict.py"), "WINNER! Claim your free prize now, call 09061701461",
                           "ok see you at home later"], capture_output=True, text=True, check=True, timeout=120).stdout
     lines = out.strip().splitlines()
