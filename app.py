@@ -215,7 +215,7 @@ def poll(owner, run_id, view):
     if sig != view.get("sig"):
         view["sig"] = sig
         out[8] = views.history_frame(runs)
-        out[9] = gr.update(choices=[views.run_choice(j) for j in runs], value=run_id or None)
+        out[9] = gr.update(choices=[views.run_choice(j) for j in runs])  # never the value: a tick may race a pick
         out[10] = gr.update(choices=[views.run_choice(j) for j in runs if j.has_model])
     info = next((j for j in runs if j.id == run_id), None)
     p = jobs().progress(owner, info.id) if info else None
@@ -357,7 +357,7 @@ def build_demo() -> gr.Blocks:
         demo.load(on_load, owner, [owner, t["run"], u["bundle"]], **private)
         t["train_btn"].click(train_model, [owner] + data_inputs + [d["text_col"], d["label_col"], d["model"],
                                                                   d["method"]] + d["hp"] + method_opts,
-                             [t["started"], t["status"]], api_name="train"
+                             [t["started"], t["started_msg"]], api_name="train"
                              ).success(_picker, [owner, t["started"]], t["run"], **private)
         t["cancel_btn"].click(cancel_run, [owner, t["run"]], t["status"], api_name="cancel", concurrency_limit=None)
         timer.tick(poll, [owner, t["run"], view],
