@@ -91,8 +91,9 @@ def train():
         w["per_class"] = gr.Dataframe(pd.DataFrame(columns=["label", "precision", "recall", "f1", "support"]),
                                       label="Per-class scores", interactive=False, max_height=300)
     with gr.Row():
-        w["cm_img"] = gr.Image(label="Confusion matrix", type="filepath", interactive=False, elem_id="cm-img")
-        w["curve_img"] = gr.Image(label="Training curve", type="filepath", interactive=False)
+        w["cm_img"] = gr.Image(label="Confusion matrix", show_label=False, type="filepath", interactive=False,
+                                 elem_id="cm-img")
+        w["curve_img"] = gr.Image(label="Training curve", show_label=False, type="filepath", interactive=False)
     return w
 
 

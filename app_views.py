@@ -75,7 +75,7 @@ def status_html(info: JobInfo | None, p: Progress | None, queue_position: int | 
         body = (f"Cancelled by you after {_secs(info.duration_s)}; the best epoch so far was kept and evaluated: "
                 f"{_results_line(info)}." if info.results else "Cancelled before it started training.")
     elif info.state == "failed":
-        body = f"It failed: {html.escape(info.error or 'unknown reason')}. The log below shows how far it got."
+        body = f"It failed: {html.escape(info.error or 'unknown reason', quote=False)}. The log below shows how far it got."
     return f'<div id="run-status" class="run-status">{head}<br>{body}</div>'
 
 
@@ -94,12 +94,14 @@ def _running_html(info: JobInfo, p: Progress) -> str:
 
 
 def loss_frame(p: Progress | None) -> pd.DataFrame:
-    return pd.DataFrame(p.losses if p else [], columns=LOSS_COLUMNS)
+    """Training loss per optimizer step (typed even when empty, so the plot's axes stay numeric)."""
+    return pd.DataFrame(p.losses if p else [], columns=LOSS_COLUMNS).astype({"step": "int64", "loss": "float64"})
 
 
 def val_frame(p: Progress | None) -> pd.DataFrame:
+    """Validation accuracy and macro-F1 per epoch, long format (epoch, value, metric)."""
     rows = [(e, v, name) for e, name, v in (p.val if p else []) if name != "validation loss"]
-    return pd.DataFrame(rows, columns=VAL_COLUMNS)
+    return pd.DataFrame(rows, columns=VAL_COLUMNS).astype({"epoch": "int64", "value": "float64", "metric": "str"})
 
 
 def log_text(p: Progress | None, info: JobInfo | None) -> str:
@@ -121,7 +123,7 @@ def history_frame(jobs: list[JobInfo]) -> pd.DataFrame:
         rows.append([_clock(j.created), short(j.id), j.model, j.method, p.get("epochs"),
                      f"{p.get('learning_rate')} / {p.get('head_learning_rate')}", p.get("max_length"),
                      _fmt(r.get("trainable_pct"), 3), _fmt(r.get("accuracy")), _fmt(r.get("macro_f1")),
-                     _fmt(j.duration_s, 1), j.state])
+                     _fmt(j.duration_s if j.finished else None, 1), j.state])
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
