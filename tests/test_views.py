@@ -69,3 +69,28 @@ def test_history_and_comparison_tables():
     c = compare_frame(jobs[:1])
     assert dict(zip(c[""], c["abababab"]))["test accuracy"] == "0.9875"
     assert dict(zip(c[""], c["abababab"]))["method"] == "Linear probe (head only)"
+
+
+def test_an_uploaded_config_fills_the_form_and_names_version_differences(tmp_path):
+    import app
+    from peft_core.pipeline import RunConfig, versions
+    from peft_core.training import TrainConfig
+
+    cfg = RunConfig(train_file="/elsewhere/data.csv", text_column="sms", label_column="y", method="lora",
+                    method_config={"r": 4}, train=TrainConfig(epochs=3, max_length=96))
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"run": cfg.to_dict(), "versions": dict(versions(), torch="0.0.1")}))
+    out = app.config_to_form(str(path))
+    n = len(app.HP_FIELDS)
+    assert out[:2] == ["minilm", "lora"]
+    hp = dict(zip(app.HP_FIELDS, out[2:2 + n]))
+    assert hp["epochs"] == 3 and hp["max_length"] == 96 and hp["head_learning_rate"] > 0
+    assert out[2 + n] == 4 and out[-3]["visible"] is False and out[-2]["visible"] is True
+    assert "torch 0.0.1 in the config" in out[-1] and "label column 'y'" in out[-1]
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    import gradio as gr
+    import pytest
+
+    with pytest.raises(gr.Error, match="Not a PEFT Studio run config"):
+        app.config_to_form(str(bad))
