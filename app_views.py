@@ -50,9 +50,11 @@ def _bar(fraction: float) -> str:
 
 def _results_line(info: JobInfo) -> str:
     r = info.results
+    epochs = (f"best epoch {r['best_epoch']} of {r['epochs_run']} run"
+              f"{' (early stopping)' if r.get('stopped_early') else ''}" if r["epochs_run"]
+              else "no epoch had finished, so the weights after the last step were evaluated")
     return (f"held-out accuracy <b>{r['accuracy']:.4f}</b>, macro-F1 <b>{r['macro_f1']:.4f}</b> "
-            f"(majority baseline accuracy {r['baseline_accuracy']:.4f}); best epoch {r['best_epoch']} of "
-            f"{r['epochs_run']} run{' (early stopping)' if r.get('stopped_early') else ''}")
+            f"(majority baseline accuracy {r['baseline_accuracy']:.4f}); {epochs}")
 
 
 def status_html(info: JobInfo | None, p: Progress | None, queue_position: int | None) -> str:
@@ -72,7 +74,7 @@ def status_html(info: JobInfo | None, p: Progress | None, queue_position: int | 
     elif info.state == "finished":
         body = f"Done in {_secs(info.duration_s)}: {_results_line(info)}."
     elif info.state == "cancelled":
-        body = (f"Cancelled by you after {_secs(info.duration_s)}; the best epoch so far was kept and evaluated: "
+        body = (f"Cancelled by you after {_secs(info.duration_s)}; the best state so far was kept and evaluated: "
                 f"{_results_line(info)}." if info.results else "Cancelled before it started training.")
     elif info.state == "failed":
         body = f"It failed: {html.escape(info.error or 'unknown reason', quote=False)}. The log below shows how far it got."

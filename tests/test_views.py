@@ -59,6 +59,8 @@ def test_status_says_what_is_happening_in_words():
     failed = status_html(job("failed", error="label column 'x' <missing>"), p, None)
     assert "It failed: label column 'x' &lt;missing&gt;" in failed  # escaped, never raw markup
     assert "Cancelled before it started" in status_html(job("cancelled"), None, None)
+    early = status_html(job("cancelled", started=1.0, finished=5.0, results=dict(RESULTS, epochs_run=0)), p, None)
+    assert "Cancelled by you after 4 s" in early and "no epoch had finished" in early
 
 
 def test_history_and_comparison_tables():
