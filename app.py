@@ -1,16 +1,19 @@
 """Gradio app: pick a base model, upload data, train a small part of the model, evaluate, export an ONNX bundle.
 
 Thin UI only: widgets become config objects, the core (``peft_core``, ``exporters``) does the work, results
-become widgets. Per-user state lives in ``gr.State``; each run writes its own folder under ``PEFT_RUNS_DIR``
-(default ``./runs``). ``python app.py`` serves it on http://127.0.0.1:7860 (``GRADIO_SERVER_NAME``/``PORT`` apply).
+become widgets. Training runs are background jobs (``peft_core.jobs``): "Start training" queues a run and returns
+at once; a 1-second ``gr.Timer`` follows the selected run's event log. Each browser keeps an owner token in
+``gr.BrowserState`` (localStorage), so a reload or a closed tab finds its runs again; nobody else sees them.
+Runs live under ``PEFT_RUNS_DIR`` (default ``./runs``); ``PEFT_MAX_CONCURRENT_RUNS`` (default 1) runs train at
+once, the rest queue. ``python app.py`` serves on http://127.0.0.1:7860 (``GRADIO_SERVER_NAME``/``PORT`` apply).
 """
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
-import time
-import uuid
+import secrets
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -19,9 +22,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from peft_core.callbacks import Control, ProgressEvent  # noqa: E402
+import app_layout as layout  # noqa: E402
+import app_views as views  # noqa: E402
 from peft_core.data import infer_columns, prepare_data, read_table  # noqa: E402
 from peft_core.errors import PeftCoreError  # noqa: E402
+from peft_core.jobs import JobError, JobManager, new_owner_token  # noqa: E402
 from peft_core.limits import Limits  # noqa: E402
 from peft_core.methods import METHODS  # noqa: E402
 from peft_core.models import DEFAULT_MODEL, REGISTRY  # noqa: E402
@@ -35,18 +40,28 @@ HP_FIELDS = ["epochs", "batch_size", "learning_rate", "head_learning_rate", "wei
              "max_length", "dropout", "early_stopping_patience", "seed"]
 METHOD_CHOICES = [(f"{m.title}", name) for name, m in METHODS.items()]
 MODEL_CHOICES = [(spec.title, key) for key, spec in REGISTRY.items()]
+_MANAGER: JobManager | None = None  # the process's job service; user data is keyed by owner token inside it
 
 
-class Session:
-    """One browser session's state: the stop flag and the last trained run (never shared between users)."""
+def jobs() -> JobManager:
+    """The job manager over ``RUNS_ROOT`` (created on first use, so tests can point RUNS_ROOT elsewhere)."""
+    global _MANAGER
+    if _MANAGER is None or _MANAGER.root != Path(RUNS_ROOT):
+        _MANAGER = JobManager(RUNS_ROOT)
+    return _MANAGER
 
-    def __init__(self) -> None:
-        self.control = Control()
-        self.run = None
-        self.export = None
 
-    def __deepcopy__(self, memo):  # gr.State copies its initial value per session: give each a fresh one
-        return Session()
+def browser_secret() -> str:
+    """Key that encrypts the owner token in localStorage: ``PEFT_BROWSER_SECRET``, else one kept in
+    ``RUNS_ROOT/.browser_secret`` so tokens stay readable after a restart."""
+    if os.environ.get("PEFT_BROWSER_SECRET"):
+        return os.environ["PEFT_BROWSER_SECRET"]
+    path = Path(RUNS_ROOT) / ".browser_secret"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def user_errors(fn):
@@ -129,72 +144,184 @@ def count_trainable(train_file, test_file, text_col, label_col, model, method, *
     return f"**{trainable_summary(trainable, total)}** with a {num_labels}-class head."
 
 
-@user_errors
-def train_model(session: Session, train_file, test_file, text_col, label_col, model, method, epochs, batch_size,
-                learning_rate, head_learning_rate, weight_decay, warmup_ratio, max_length, dropout,
-                early_stopping_patience, seed, num_layers, lora_r, lora_alpha, lora_dropout, lora_targets,
-                progress=gr.Progress()):
-    """Train -> status, metrics, per-class table, confusion matrix, training curve; enables Try it / Export."""
-    from peft_core.pipeline import fine_tune
+def _mine(owner):
+    """This owner's runs, or [] while the browser has no token yet."""
+    try:
+        return jobs().list(owner)
+    except JobError:
+        return []
 
+
+def _picker(owner, value=None):
+    runs = _mine(owner)
+    return gr.update(choices=[views.run_choice(j) for j in runs], value=value)
+
+
+def on_load(owner):
+    """Page opened or reloaded: make sure the browser has an owner token, then select its newest active run
+    (re-attach) or else its newest run."""
+    try:
+        runs = jobs().list(owner)
+    except JobError:
+        owner, runs = new_owner_token(), []
+    active = [j for j in runs if j.state in ("queued", "running", "cancelling")]
+    pick = (active or runs or [None])[0]
+    return owner, _picker(owner, pick.id if pick else None), gr.update(value=None)
+
+
+@user_errors
+def train_model(owner, train_file, test_file, text_col, label_col, model, method, epochs, batch_size,
+                learning_rate, head_learning_rate, weight_decay, warmup_ratio, max_length, dropout,
+                early_stopping_patience, seed, num_layers, lora_r, lora_alpha, lora_dropout, lora_targets):
+    """Check the inputs and queue a training run -> (run id, status HTML). Returns at once; follow the run
+    with /status (API) or the live view (page)."""
     hp = (epochs, batch_size, learning_rate, head_learning_rate, weight_decay, warmup_ratio, max_length, dropout,
           early_stopping_patience, seed)
     method_opts = (num_layers, lora_r, lora_alpha, lora_dropout, lora_targets)
     cfg = _run_config(train_file, test_file, text_col, label_col, model, method, hp, method_opts)
-    session.control = Control()
-    notes, last = [], [0.0]
-
-    def on_event(ev: ProgressEvent):
-        if ev.kind == "message":
-            notes.append(ev.message)
-        elif ev.kind == "step" and ev.total_steps and time.monotonic() - last[0] > 0.25:  # throttle UI updates
-            last[0] = time.monotonic()
-            progress(ev.step / ev.total_steps, desc=f"epoch {ev.epoch:.1f} · loss {ev.loss:.4f}")
-
-    progress(0, desc="loading data and model")
-    run = fine_tune(cfg, RUNS_ROOT / uuid.uuid4().hex, [on_event], session.control)
-    session.run, session.export = run, None
-    r = run.train_result
-    status = (f"{'Stopped by you' if r.cancelled else 'Finished'}: {len(r.history)} epochs in {r.seconds:.1f} s, "
-              f"best epoch {r.best_epoch}{' (early stopping)' if r.stopped_early else ''}. "
-              + " ".join(notes) + "\n\n" + run.eval_report.to_markdown())
-    return (status, run.eval_report.metrics_table(), run.eval_report.per_class_table(),
-            str(run.plots["confusion_matrix"]), str(run.plots["training"]))
-
-
-def stop_training(session: Session) -> str:
-    session.control.request_stop()
-    return "Stopping after the current step; the best epoch so far is kept and evaluated."
+    prepare_data(cfg.train_file, cfg.test_file, text_column=cfg.text_column, label_column=cfg.label_column)
+    info = jobs().submit(owner, cfg)
+    return info.id, views.status_html(info, None, jobs().queue_position(info.id))
 
 
 @user_errors
-def try_it(session: Session, text: str):
-    """Text -> label probabilities of the last trained model."""
+def cancel_run(owner, run_id):
+    """Cancel the selected run (queued: at once; training: after the current step, keeping the best epoch)."""
+    if not run_id:
+        raise gr.Error("No run selected.", print_exception=False)
+    info = jobs().cancel(owner, run_id)
+    return views.status_html(info, jobs().progress(owner, run_id), None)
+
+
+def _results(info):
+    """Outputs metrics, per-class, confusion matrix, training curve for a run (empty when it has no model)."""
+    from peft_core.evaluation import EvalReport
+
+    report_path = jobs().dir(info.id) / "report.json" if info else None
+    if info is None or not info.has_model or not report_path.is_file():
+        return (pd.DataFrame(columns=["metric", "model", "baseline"]),
+                pd.DataFrame(columns=["label", "precision", "recall", "f1", "support"]), None, None)
+    ev = EvalReport(**json.loads(report_path.read_text())["evaluation"])
+    run_dir = jobs().dir(info.id)
+    return (ev.metrics_table(), ev.per_class_table(), str(run_dir / "confusion_matrix.png"),
+            str(run_dir / "training.png"))
+
+
+def poll(owner, run_id, view):
+    """Timer tick: refresh what changed for the selected run (status, curves, log, results) and the run lists.
+    ``view`` (per tab) remembers what is on screen so unchanged outputs are skipped."""
+    view, out = dict(view or {}), [gr.skip()] * 12
+    runs = _mine(owner)
+    sig = [(j.id, j.state) for j in runs]
+    if sig != view.get("sig"):
+        view["sig"] = sig
+        out[8] = views.history_frame(runs)
+        out[9] = gr.update(choices=[views.run_choice(j) for j in runs])  # never the value: a tick may race a pick
+        out[10] = gr.update(choices=[views.run_choice(j) for j in runs if j.has_model])
+    info = next((j for j in runs if j.id == run_id), None)
+    p = jobs().progress(owner, info.id) if info else None
+    status = views.status_html(info, p, jobs().queue_position(info.id) if info else None)
+    if status != view.get("status"):
+        view["status"], out[0] = status, status
+    live = (info.id, p.step, len(p.val), len(p.log), p.phase) if info else None
+    if live != view.get("live"):
+        view["live"] = live
+        out[1:4] = [views.loss_frame(p), views.val_frame(p), views.log_text(p, info)]
+    shown = (info.id, info.has_model) if info else None
+    if shown != view.get("shown"):
+        view["shown"] = shown
+        out[4:8] = _results(info)
+        out[11] = gr.update(value=str(jobs().dir(info.id) / "config.json") if info else None,
+                            interactive=info is not None)
+    return (view, *out)
+
+
+@user_errors
+def run_status(owner: str, run_id: str) -> dict:
+    """State of one of your runs: state (queued / running / cancelling / finished / failed / cancelled),
+    queue_position, phase, step, total_steps, epoch, elapsed_s, eta_s (seconds), error, params, results."""
+    info = jobs().get(owner, run_id)
+    p = jobs().progress(owner, run_id)
+    return {"id": info.id, "state": info.state, "queue_position": jobs().queue_position(run_id),
+            "phase": p.phase, "step": p.step, "total_steps": p.total_steps, "epoch": p.epoch,
+            "elapsed_s": p.elapsed_s, "eta_s": p.eta_s, "error": info.error, "model": info.model,
+            "method": info.method, "params": info.params, "results": info.results, "log": p.log}
+
+
+@user_errors
+def list_runs(owner: str) -> list:
+    """Your runs, newest first (the records /status returns, without progress)."""
+    return [j.to_dict() | {"owner": None} for j in jobs().list(owner)]
+
+
+def new_owner() -> str:
+    """A fresh owner token for API use: pass it as ``owner`` to /train, /status, /predict, /export."""
+    return new_owner_token()
+
+
+def _selected(run_id) -> str:
+    if not run_id:
+        raise gr.Error("Train a model first (step 3), or select one of your runs there.", print_exception=False)
+    return run_id
+
+
+@user_errors
+def try_it(owner, run_id, text):
+    """Text -> label probabilities of the selected run's model."""
     from peft_core.inference import predict_proba
 
-    if session.run is None:
-        raise gr.Error("Train a model first (step 3).", print_exception=False)
+    run = jobs().run(owner, _selected(run_id))
     if not (text or "").strip():
         raise gr.Error("Type a text to classify.", print_exception=False)
-    run = session.run
     probs = predict_proba(run.model, run.tokenizer, [text], run.train_config.max_length)[0]
     return {label: float(p) for label, p in zip(run.data.task.labels, probs)}
 
 
 @user_errors
-def export_bundle(session: Session, progress=gr.Progress()):
-    """Export ONNX, check parity, build the bundle -> summary, parity table, download (only if parity passed)."""
-    from peft_core.pipeline import export_run
-
-    if session.run is None:
-        raise gr.Error("Train a model first (step 3).", print_exception=False)
-    progress(0.1, desc="exporting to ONNX")
-    res = export_run(session.run)
-    session.export = res
+def export_bundle(owner, run_id, progress=gr.Progress()):
+    """Export the selected run to ONNX, check parity, build the bundle -> summary, parity table, download
+    (offered only if parity passed)."""
+    progress(0.1, desc="exporting to ONNX and checking parity")
+    res = jobs().export(owner, _selected(run_id))
     ok = res.bundle is not None
-    text = ("**Ready to download.** " if ok else "**Export blocked.** ") + res.message
+    text = (f"**Ready to download** (run `{views.short(run_id)}`). " if ok else "**Export blocked.** ") + res.message
     files = [str(res.bundle)] + [str(p) for p in res.bundles.values() if p != res.bundle] if ok else None
     return text, res.parity.to_table(), gr.update(value=files, visible=ok)
+
+
+@user_errors
+def compare_runs(owner, run_ids):
+    """Ticked runs -> a side-by-side table of their metrics and settings."""
+    runs = {j.id: j for j in _mine(owner)}
+    return views.compare_frame([runs[i] for i in run_ids or [] if i in runs])
+
+
+@user_errors
+def config_to_form(config_file):
+    """An uploaded run config.json -> the model, method and hyper-parameter widgets (data stays as loaded)."""
+    from peft_core.pipeline import RunConfig, versions
+
+    try:
+        doc = json.loads(Path(config_file).read_text())
+        cfg = RunConfig(**doc["run"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise gr.Error(f"Not a PEFT Studio run config ({type(e).__name__}: {str(e)[:200]}). Use the "
+                       "config.json downloaded from a run.", print_exception=False) from e
+    t = cfg.train.with_defaults(METHODS[cfg.method].train_defaults)
+    mc = cfg.method_cfg().to_dict()
+    opts = [mc.get("r", 8), mc.get("alpha", 16), mc.get("dropout", 0.1),
+            ", ".join(mc.get("target_modules") or []) if isinstance(mc.get("target_modules"), (list, tuple))
+            else (mc.get("target_modules") or "")]
+    here = versions()
+    diff = [f"{k} {v} in the config, {here.get(k)} here" for k, v in doc.get("versions", {}).items()
+            if here.get(k) != v]
+    msg = (f"Form filled from the config: **{cfg.method}** on **{cfg.model}**, {t.epochs} epochs, max_length "
+           f"{t.max_length}; it used text column '{cfg.text_column}' and label column '{cfg.label_column}'. "
+           "Load the data in step 1 (the config's file path is not reused), then press **Start training**. "
+           + ("Package versions differ: " + "; ".join(diff) + "." if diff else "Package versions match this server."))
+    return ([cfg.model, cfg.method] + [getattr(t, f) for f in HP_FIELDS] + opts
+            + [gr.update(value=mc.get("num_layers", 2), visible=cfg.method == "last_n"),
+               gr.update(visible=cfg.method == "lora"), msg])
 
 
 def build_demo() -> gr.Blocks:
@@ -202,106 +329,54 @@ def build_demo() -> gr.Blocks:
     from peft_core.training import TrainConfig
 
     defaults = TrainConfig().with_defaults(METHODS["head"].train_defaults)
+    private = dict(api_visibility="private")
     with gr.Blocks(title="PEFT Studio") as demo:
-        session = gr.State(Session())
+        owner = gr.BrowserState("", storage_key="peft_studio_owner", secret=browser_secret())
+        view = gr.State({})
         gr.Markdown("# PEFT Studio\nFine-tune a small part of a pretrained text model on your labelled data, see "
                     "honest held-out results, and download a verified ONNX bundle that runs with ONNX Runtime "
                     "alone.")
-        gr.Markdown("## 1 · Data\nA table with a text column and a label column (CSV, TSV, JSON, JSONL, Parquet). "
-                    "Without a test file, 20% is held out for testing and 10% for early stopping (stratified).")
-        with gr.Row():
-            train_file = gr.File(label="Training data", file_types=[".csv", ".tsv", ".txt", ".json", ".jsonl",
-                                                                    ".parquet"])
-            test_file = gr.File(label="Test data (optional)", file_types=[".csv", ".tsv", ".txt", ".json",
-                                                                          ".jsonl", ".parquet"])
-        example_btn = gr.Button("Use the example data (SMS Spam Collection, 5,574 messages)", size="sm")
-        with gr.Row():
-            text_col = gr.Dropdown(label="Text column", choices=[], interactive=True, allow_custom_value=True)
-            label_col = gr.Dropdown(label="Label column", choices=[], interactive=True, allow_custom_value=True)
-        data_report = gr.Markdown()
-        with gr.Row():
-            preview = gr.Dataframe(pd.DataFrame(columns=["(upload a file)"]), label="Preview (first rows)",
-                                   interactive=False, wrap=True, max_height=300, scale=3)
-            classes = gr.Dataframe(pd.DataFrame(columns=["label", "train", "validation", "test", "share %"]),
-                                   label="Class balance (rows per split)", interactive=False, max_height=300, scale=2)
+        d, t, u = layout.data_and_model(defaults, MODEL_CHOICES, DEFAULT_MODEL, METHOD_CHOICES), layout.train(), layout.use()
+        h = layout.history()
+        timer = gr.Timer(1.0)
 
-        gr.Markdown("## 2 · Model and method")
-        with gr.Row():
-            model = gr.Dropdown(label="Base model", choices=MODEL_CHOICES, value=DEFAULT_MODEL, allow_custom_value=True,
-                                info="A bundled model, or type a local folder / Hugging Face Hub ID")
-            method = gr.Radio(label="What to train", choices=METHOD_CHOICES, value="head",
-                              info="Linear probe: fastest; last N layers / LoRA: adapt the encoder too")
-        with gr.Row():
-            num_layers = gr.Number(label="N (top encoder layers to train)", value=2, precision=0, visible=False)
-            with gr.Row(visible=False) as lora_row:
-                lora_r = gr.Number(label="LoRA rank r", value=8, precision=0)
-                lora_alpha = gr.Number(label="LoRA alpha", value=16)
-                lora_dropout = gr.Number(label="LoRA dropout", value=0.1)
-                lora_targets = gr.Textbox(label="Target modules", placeholder="default: query, value")
-        method_opts = [num_layers, lora_r, lora_alpha, lora_dropout, lora_targets]
-        with gr.Accordion("Hyper-parameters (defaults suit the chosen method)", open=False):
-            with gr.Row():
-                hp = [gr.Number(label="Epochs (max)", value=defaults.epochs, precision=0),
-                      gr.Number(label="Batch size", value=defaults.batch_size, precision=0),
-                      gr.Number(label="Encoder learning rate", value=defaults.learning_rate),
-                      gr.Number(label="Head learning rate", value=defaults.head_learning_rate),
-                      gr.Number(label="Weight decay", value=defaults.weight_decay)]
-            with gr.Row():
-                hp += [gr.Number(label="Warmup ratio", value=defaults.warmup_ratio),
-                       gr.Number(label="max_length (tokens)", value=defaults.max_length, precision=0),
-                       gr.Number(label="Head dropout", value=defaults.dropout),
-                       gr.Number(label="Early-stopping patience (epochs)", value=defaults.early_stopping_patience,
-                                 precision=0),
-                       gr.Number(label="Seed", value=defaults.seed, precision=0)]
-        trainable_md = gr.Markdown()
+        data_inputs = [d["train_file"], d["test_file"]]
+        data_outputs = [d["preview"], d["text_col"], d["label_col"], d["data_report"], d["classes"]]
+        method_opts = [d["num_layers"], d["lora_r"], d["lora_alpha"], d["lora_dropout"], d["lora_targets"]]
+        d["example_btn"].click(lambda: str(EXAMPLE), None, d["train_file"], **private)
+        d["train_file"].change(load_preview, data_inputs, data_outputs, api_name="load_data")
+        d["test_file"].change(load_preview, data_inputs + [d["text_col"], d["label_col"]], data_outputs, **private)
+        for col in (d["text_col"], d["label_col"]):
+            col.input(load_preview, data_inputs + [d["text_col"], d["label_col"]], data_outputs, **private)
+        d["method"].input(method_defaults, d["method"], d["hp"] + [d["num_layers"], d["lora_row"]], **private)
+        count_inputs = data_inputs + [d["text_col"], d["label_col"], d["model"], d["method"]] + method_opts
+        for trigger in (d["method"].change, d["model"].change, d["num_layers"].change, d["lora_r"].change,
+                        d["label_col"].change):
+            trigger(count_trainable, count_inputs, d["trainable_md"], **private)
 
-        gr.Markdown("## 3 · Train and evaluate")
-        with gr.Row():
-            train_btn = gr.Button("Train", variant="primary")
-            stop_btn = gr.Button("Stop", variant="stop")
-        status = gr.Markdown()
-        with gr.Row():
-            metrics = gr.Dataframe(pd.DataFrame(columns=["metric", "model", "baseline"]), interactive=False,
-                                   label="Held-out metrics vs. majority baseline")
-            per_class = gr.Dataframe(pd.DataFrame(columns=["label", "precision", "recall", "f1", "support"]),
-                                     label="Per-class scores", interactive=False, max_height=300)
-        with gr.Row():
-            cm_img = gr.Image(label="Confusion matrix", type="filepath", interactive=False)
-            curve_img = gr.Image(label="Training curve", type="filepath", interactive=False)
-
-        gr.Markdown("## 4 · Try it")
-        with gr.Row():
-            text_in = gr.Textbox(label="Text", placeholder="Type a message to classify", lines=2, scale=3)
-            label_out = gr.Label(label="Predicted label probabilities", num_top_classes=5, scale=2)
-        try_btn = gr.Button("Predict")
-
-        gr.Markdown("## 5 · Export\nONNX export, then a parity check against PyTorch on held-out rows. The "
-                    "bundle is offered only if parity passes (max |Δlogit| ≤ 1e-4, same labels).")
-        export_btn = gr.Button("Export ONNX bundle", variant="primary")
-        export_md = gr.Markdown()
-        parity_df = gr.Dataframe(pd.DataFrame(columns=["name", "batch_size", "rows", "max_tokens", "max_abs_diff",
-                                                       "argmax_agreement", "passed"]),
-                                 label="Parity checks (PyTorch vs ONNX Runtime)", interactive=False)
-        bundle_file = gr.File(label="Download a bundle (the first one is the recommended default)",
-                              file_count="multiple", visible=False, interactive=False)
-
-        data_inputs = [train_file, test_file]
-        data_outputs = [preview, text_col, label_col, data_report, classes]
-        example_btn.click(lambda: str(EXAMPLE), None, train_file, api_name=False)
-        train_file.change(load_preview, data_inputs, data_outputs, api_name="load_data")
-        test_file.change(load_preview, data_inputs + [text_col, label_col], data_outputs, api_name=False)
-        for col in (text_col, label_col):
-            col.input(load_preview, data_inputs + [text_col, label_col], data_outputs, api_name=False)
-        method.change(method_defaults, method, hp + [num_layers, lora_row], api_name=False)
-        count_inputs = data_inputs + [text_col, label_col, model, method] + method_opts
-        for trigger in (method.change, model.change, num_layers.change, lora_r.change, label_col.change):
-            trigger(count_trainable, count_inputs, trainable_md, api_name=False)
-        train_btn.click(train_model, [session] + data_inputs + [text_col, label_col, model, method] + hp
-                        + method_opts, [status, metrics, per_class, cm_img, curve_img], api_name="train")
-        stop_btn.click(stop_training, session, status, api_name="stop", queue=False)
-        try_btn.click(try_it, [session, text_in], label_out, api_name="predict")
-        text_in.submit(try_it, [session, text_in], label_out, api_name=False)
-        export_btn.click(export_bundle, session, [export_md, parity_df, bundle_file], api_name="export")
+        demo.load(on_load, owner, [owner, t["run"], u["bundle"]], **private)
+        t["train_btn"].click(train_model, [owner] + data_inputs + [d["text_col"], d["label_col"], d["model"],
+                                                                  d["method"]] + d["hp"] + method_opts,
+                             [t["started"], t["started_msg"]], api_name="train"
+                             ).success(_picker, [owner, t["started"]], t["run"], **private)
+        t["cancel_btn"].click(cancel_run, [owner, t["run"]], t["status"], api_name="cancel", concurrency_limit=None)
+        timer.tick(poll, [owner, t["run"], view],
+                   [view, t["status"], t["loss_plot"], t["val_plot"], t["log"], t["metrics"], t["per_class"],
+                    t["cm_img"], t["curve_img"], h["history"], t["run"], h["compare_pick"], h["config_dl"]],
+                   show_progress="hidden", concurrency_limit=None, **private)
+        gr.api(run_status, api_name="status", concurrency_limit=None)
+        gr.api(list_runs, api_name="runs", concurrency_limit=None)
+        gr.api(new_owner, api_name="new_owner", concurrency_limit=None)
+        u["try_btn"].click(try_it, [owner, t["run"], u["text_in"]], u["label_out"], api_name="predict",
+                           concurrency_limit=None)
+        u["text_in"].submit(try_it, [owner, t["run"], u["text_in"]], u["label_out"], concurrency_limit=None,
+                            **private)
+        u["export_btn"].click(export_bundle, [owner, t["run"]], [u["export_md"], u["parity"], u["bundle"]],
+                              api_name="export", concurrency_id="export", concurrency_limit=1)
+        h["compare_pick"].change(compare_runs, [owner, h["compare_pick"]], h["compare"], **private)
+        h["config_up"].upload(config_to_form, h["config_up"],
+                              [d["model"], d["method"]] + d["hp"] + method_opts[1:]
+                              + [d["num_layers"], d["lora_row"], h["config_msg"]], **private)
     return demo
 
 
@@ -309,13 +384,14 @@ demo = build_demo()
 
 
 def launch(**kwargs):
-    """Launch ``demo`` with the folders it serves files from allowed (runs, examples); uploads over the
-    ``PEFT_MAX_UPLOAD_MB`` limit are refused by Gradio before they are stored (``prepare_data`` checks it too)."""
-    RUNS_ROOT.mkdir(parents=True, exist_ok=True)
-    kwargs.setdefault("max_file_size", Limits.from_env().max_upload_bytes)
+    """Launch ``demo`` (queue: light calls such as preview, predict and status never wait behind training,
+    which runs on the job manager's worker threads) with the folders it serves files from allowed."""
+    Path(RUNS_ROOT).mkdir(parents=True, exist_ok=True)
+    jobs()
+    kwargs.setdefault("max_file_size", Limits.from_env().max_upload_bytes)  # refused before it is stored
     kwargs.setdefault("allowed_paths", [str(RUNS_ROOT), str(EXAMPLE.parent)])
     kwargs.setdefault("theme", gr.themes.Soft())
-    return demo.queue(default_concurrency_limit=1).launch(**kwargs)
+    return demo.queue(default_concurrency_limit=4).launch(**kwargs)
 
 
 if __name__ == "__main__":

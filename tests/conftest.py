@@ -14,6 +14,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SMS = ROOT / "examples" / "sms_spam.csv"
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (Gradio 6 does not accept server_port=0: it then probes port 0 and fails)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def sms_subset(n: int, seed: int = 0) -> pd.DataFrame:
     """A stratified sample of n rows of the real SMS Spam Collection (class shares kept)."""
     from sklearn.model_selection import train_test_split

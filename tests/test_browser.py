@@ -1,0 +1,152 @@
+"""The real page in headless Chromium (playwright + Debian /usr/bin/chromium): upload, train, watch, export,
+download and run the bundle; reload mid-training, re-attach, cancel. Screenshots of the main states go to
+``$PEFT_TEST_ARTIFACTS`` (default ``tests/artifacts/``, git-ignored)."""
+import os
+import re
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from conftest import free_port, sms_subset
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(os.environ.get("PEFT_TEST_ARTIFACTS", Path(__file__).parent / "artifacts"))
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    import app
+
+    app.RUNS_ROOT = tmp_path_factory.mktemp("browser_runs")
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
+               allowed_paths=[str(app.RUNS_ROOT)])
+    yield app.demo.local_url
+    app.demo.close()
+    app.jobs().shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def sms_csv(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("browser_data") / "sms_sample_400.csv"
+    sms_subset(400).to_csv(path, index=False)
+    return path
+
+
+def shot(page, name):
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def state(page) -> str:
+    return page.locator("#run-status b[data-state]").get_attribute("data-state") or ""
+
+
+def open_and_load(page, url, csv_path):
+    """Open the app, upload the CSV and pick its columns; returns when the data report is shown."""
+    page.goto(url)
+    page.locator("#train-file input[type=file]").set_input_files(str(csv_path))
+    expect(page.locator("#data-report")).to_contain_text("rows read", timeout=30_000)
+    for elem, column in (("#text-col", "text"), ("#label-col", "label")):
+        page.locator(f"{elem} input").click()
+        page.get_by_role("option", name=column, exact=True).click()
+        expect(page.locator(f"{elem} input")).to_have_value(column)
+
+
+def set_number(page, elem_id, value):
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def set_hyperparameters(page, epochs, max_length=64, patience=0):
+    page.locator("#hp").get_by_text("Hyper-parameters").click()
+    set_number(page, "hp-epochs", epochs)
+    set_number(page, "hp-max-length", max_length)
+    set_number(page, "hp-patience", patience)
+
+
+def test_upload_train_watch_export_download_and_run_the_bundle(browser, url, sms_csv, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    open_and_load(page, url, sms_csv)
+    expect(page.locator("#data-report")).to_contain_text("400")
+    shot(page, "1_data_loaded")
+    set_hyperparameters(page, epochs=30)
+    page.locator("#train-btn").click()
+    expect(page.locator("#run-status")).to_contain_text(re.compile("Queued|Running"), timeout=15_000)
+    expect(page.locator("#run-status")).to_contain_text("Step", timeout=120_000)
+    shot(page, "2_training_live")
+    expect(page.locator("#run-status b[data-state=finished]")).to_be_visible(timeout=240_000)
+    expect(page.locator("#run-status")).to_contain_text("held-out accuracy")
+    accuracy = float(re.search(r"accuracy ([0-9.]+)", page.locator("#run-status").inner_text()).group(1))
+    assert accuracy > 0.9
+    expect(page.locator("#metrics")).to_contain_text("macro-F1")
+    expect(page.locator("#cm-img img")).to_be_visible(timeout=15_000)
+    expect(page.locator("#history")).to_contain_text("finished")
+    expect(page.locator("#run-log textarea")).to_have_value(re.compile("training finished after"))
+    shot(page, "3_finished_results")
+
+    page.locator("#export-btn").click()
+    expect(page.locator("#export-md")).to_contain_text("Ready to download", timeout=240_000)
+    shot(page, "4_exported")
+    with page.expect_download(timeout=30_000) as dl:
+        page.locator("#bundle-file a").first.click()
+    bundle = tmp_path / "bundle.zip"
+    dl.value.save_as(bundle)
+    zipfile.ZipFile(bundle).extractall(tmp_path / "bundle")
+    texts = ["WINNER!! You have won a 1000 GBP prize. Call 09061701461 now to claim", "See you at lunch tomorrow?"]
+    out = subprocess.run([sys.executable, "predict.py", *texts], cwd=tmp_path / "bundle", capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert [line.split("\t")[0] for line in out.stdout.strip().splitlines()] == ["spam", "ham"]
+    page.close()
+
+
+def test_reload_mid_training_reattaches_and_cancel_stops_it(browser, url, sms_csv):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    open_and_load(page, url, sms_csv)
+    page.locator("#method").get_by_text("Last N layers + head").click()  # trains the encoder: no feature cache
+    set_hyperparameters(page, epochs=12)
+    page.locator("#train-btn").click()
+    expect(page.locator("#run-status")).to_contain_text("Step", timeout=120_000)
+    run_short = page.locator("#run-status code").inner_text()
+
+    page.reload()
+    expect(page.locator("#run-status code")).to_have_text(run_short, timeout=30_000)
+    expect(page.locator("#run-status b[data-state=running]")).to_be_visible()
+    step = lambda: int(re.search(r"Step (\d+)", page.locator("#run-status").inner_text()).group(1))  # noqa: E731
+    expect(page.locator("#run-status")).to_contain_text("Step", timeout=30_000)
+    first = step()
+    expect(page.locator("#run-status")).not_to_contain_text(f"Step {first} ", timeout=30_000)
+    assert step() > first  # still training after the reload, and the page follows it
+    shot(page, "5_reattached_after_reload")
+
+    stranger = browser.new_context().new_page()  # another browser profile: another owner
+    stranger.goto(url)
+    expect(stranger.locator("#run-status")).to_contain_text("No run selected", timeout=30_000)
+    expect(stranger.locator("#history")).not_to_contain_text(run_short)
+    stranger.context.close()
+
+    asked = time.monotonic()
+    page.locator("#cancel-btn").click()
+    expect(page.locator("#run-status b[data-state=cancelled]")).to_be_visible(timeout=5_000)
+    assert time.monotonic() - asked < 5
+    expect(page.locator("#run-status")).to_contain_text("Cancelled by you")
+    expect(page.locator("#history")).to_contain_text("cancelled", timeout=5_000)
+    shot(page, "6_cancelled")
+    ctx.close()
