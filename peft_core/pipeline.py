@@ -133,7 +133,7 @@ def build_model(model: str, method: str, method_config: dict, num_labels: int, d
 
 
 def trainable_summary(trainable: int, total: int) -> str:
-    return f"{trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)"
+    return f"{trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.3g}%)"
 
 
 def fine_tune(cfg: RunConfig, run_dir: str | Path, callbacks: Sequence[Callback] = (),
