@@ -96,7 +96,7 @@ def _trainer(model, tok, data, cfg) -> None:
             super().__init__()
             self.inner = inner
 
-        def forward(self, labels=None, **inputs):
+        def forward(self, labels=None, num_items_in_batch=None, **inputs):
             logits = self.inner(**inputs)
             return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
 
@@ -108,7 +108,8 @@ def _trainer(model, tok, data, cfg) -> None:
     with tempfile.TemporaryDirectory() as out:
         targs = TrainingArguments(out, per_device_train_batch_size=cfg.batch_size, num_train_epochs=cfg.epochs,
                                   save_strategy="no", report_to=[], logging_strategy="no", seed=cfg.seed,
-                                  use_cpu=not torch.cuda.is_available(), disable_tqdm=True)
+                                  use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+                                  remove_unused_columns=False)
         Trainer(Wrapped(model), targs, train_dataset=ds, data_collator=DataCollatorWithPadding(tok),
                 optimizers=(opt, sched)).train()
 

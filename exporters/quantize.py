@@ -55,10 +55,18 @@ class QuantReport:
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path) -> Path:
     """Write the dynamically quantized copy of ``fp32_path`` to ``out_path`` (MatMul/Gemm, per-channel int8)."""
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul", "Gemm"])
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # it advises shape pre-processing on the root logger; that step fails here
+    try:
+        quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul", "Gemm"])
+    finally:
+        root.setLevel(level)
     return Path(out_path)
 
 

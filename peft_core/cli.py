@@ -112,6 +112,9 @@ def cmd_train(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = _parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight loading/saving bars would drown the report
     try:
         return {"train": cmd_train}[args.command](args)
     except PeftCoreError as e:
