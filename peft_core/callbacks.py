@@ -59,15 +59,24 @@ class Control:
 
 
 class JsonlLogger:
-    """Appends every event as one JSON line to ``path`` (the run's ``events.jsonl``)."""
+    """Appends every event as one JSON line to ``path`` (the run's ``events.jsonl``). The file stays open
+    (line-buffered, so readers see whole lines at once) until the "end" event."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = None
 
     def __call__(self, event: ProgressEvent) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(event.to_dict()) + "\n")
+        if self._file is None or self._file.closed:
+            self._file = self.path.open("a", encoding="utf-8", buffering=1)
+        self._file.write(json.dumps(event.to_dict()) + "\n")
+        if event.kind == "end":
+            self._file.close()
+
+    def __del__(self) -> None:
+        if self._file is not None and not self._file.closed:
+            self._file.close()
 
 
 class TqdmBar:
