@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from .errors import PeftCoreError
 from .methods import METHODS
@@ -59,7 +58,7 @@ def _method_config(args) -> dict:
 
 def cmd_train(args) -> int:
     from .callbacks import TqdmBar
-    from .pipeline import RunConfig, export_run, fine_tune, trainable_summary
+    from .pipeline import RunConfig, export_run, fine_tune
     from .training import TrainConfig
 
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,

@@ -44,7 +44,8 @@ def frozen_prefix_depth(backbone: nn.Module) -> int:
     emb_trainable = any(p.requires_grad for n, p in backbone.named_parameters() if "embeddings" in n)
     if emb_trainable:
         return 0
-    return next((i for i, l in enumerate(layers) if any(p.requires_grad for p in l.parameters())), len(layers))
+    return next((i for i, layer in enumerate(layers) if any(p.requires_grad for p in layer.parameters())),
+                len(layers))
 
 
 class _Passthrough(nn.Module):

@@ -2,8 +2,8 @@
 
 ``TextClassifier`` wraps any ``transformers.AutoModel`` encoder. Pooling follows the base model: for
 sentence-transformers models what their ``modules.json`` says (mean over real tokens, then L2 normalisation
-when a Normalize module follows), the first ([CLS]) token otherwise. Saved as ``backbone/`` (``save_pretrained``, safetensors, with the tokenizer), ``head.safetensors`` and
-``classifier_config.json``.
+when a Normalize module follows), the first ([CLS]) token otherwise. Saved as ``backbone/``
+(``save_pretrained``, safetensors, with the tokenizer), ``head.safetensors`` and ``classifier_config.json``.
 """
 from __future__ import annotations
 

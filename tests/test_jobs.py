@@ -32,7 +32,7 @@ def manager(tmp_path_factory):
 def finished(manager, sms_small):
     """(owner token, JobInfo) of one linear-probe run on the 400-row SMS sample."""
     token = new_owner_token()
-    cfg = RunConfig(train_file=str(sms_small), method="head", 
+    cfg = RunConfig(train_file=str(sms_small), method="head",
                     train=TrainConfig(max_length=64, epochs=30, early_stopping_patience=0))
     info = manager.submit(token, cfg)
     assert info.state in ("queued", "running")
@@ -93,7 +93,7 @@ def test_queue_position_and_cancel(manager, sms_small):
 
 def test_a_failed_run_keeps_its_log_and_says_why(manager, sms_small):
     token = new_owner_token()
-    cfg = RunConfig(train_file=str(sms_small), label_column="nope", 
+    cfg = RunConfig(train_file=str(sms_small), label_column="nope",
                     train=TrainConfig(max_length=64, epochs=30, early_stopping_patience=0))
     info = manager.wait(token, manager.submit(token, cfg).id, timeout_s=60)
     assert info.state == "failed" and "label column 'nope' is not in the file" in info.error

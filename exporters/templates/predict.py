@@ -83,7 +83,7 @@ def main(argv=None):
     if args.output:
         with open(args.output, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["text", "label", "probability"] + [f"p_{l}" for l in pred.labels])
+            w.writerow(["text", "label", "probability"] + [f"p_{name}" for name in pred.labels])
             for t, i, p in zip(texts, ids, probs):
                 w.writerow([_safe_cell(t), _safe_cell(pred.labels[i]), f"{p[i]:.6f}"] + [f"{x:.6f}" for x in p])
     else:
