@@ -28,8 +28,8 @@ def model_card(cfg: dict) -> str:
     return f"""# Text classifier: {cfg['task']['label_column']} from {cfg['task']['text_column']}
 
 Fine-tuned from **{base['source']}** (license: {base['license']}) with **{cfg['method']}**
-({json.dumps(cfg['method_config'])}); {cfg['trainable_parameters']:,} of {cfg['total_parameters']:,} parameters
-trained ({100 * cfg['trainable_parameters'] / cfg['total_parameters']:.2f}%).
+{_options(cfg['method_config'])}; {cfg['trainable_parameters']:,} of {cfg['total_parameters']:,} parameters
+trained ({100 * cfg['trainable_parameters'] / cfg['total_parameters']:.3g}%).
 
 ## Data
 Source file `{Path(data.get('source', '?')).name}`; split sizes {data.get('split_sizes', {})};
@@ -44,7 +44,7 @@ Source file `{Path(data.get('source', '?')).name}`; split sizes {data.get('split
 ## Export
 ONNX opset {cfg['onnx']['opset']}, inputs {', '.join(cfg['input_names'])} (int64 [batch, sequence], dynamic),
 output `logits` (float32 [batch, {len(cfg['id2label'])}]); texts truncated to {cfg['max_length']} tokens.
-{cfg['parity']['summary']}
+fp32 export vs PyTorch: {cfg['parity']['summary']}
 
 {_precision_line(cfg)}
 
@@ -56,6 +56,10 @@ python predict.py --csv file.csv --column text --output predictions.csv
 ```
 Limitations: trained on the data above only; scores come from one held-out split and can differ on other data.
 """
+
+
+def _options(method_config: dict) -> str:
+    return "(" + ", ".join(f"{k}={v}" for k, v in method_config.items()) + ")" if method_config else ""
 
 
 def _precision_line(cfg: dict) -> str:

@@ -153,14 +153,14 @@ def fine_tune(cfg: RunConfig, run_dir: str | Path, callbacks: Sequence[Callback]
                                 validation_fraction=cfg.validation_fraction, seed=cfg.train.seed)
     method = get_method(cfg.method)
     tcfg = cfg.train.with_defaults(method.train_defaults)
-    run_dir = Path(run_dir)  # written only once the data is known to be good
+    torch.manual_seed(tcfg.seed)  # the fresh head's initialisation is part of the run
+    model, tokenizer, spec, trainable, total = build_model(cfg.model, cfg.method, cfg.method_config,
+                                                           data.task.num_labels, tcfg.dropout)
+    run_dir = Path(run_dir)  # written only once the data and the model are known to be good
     listeners = [JsonlLogger(run_dir / "events.jsonl"), *callbacks] if main else []
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps({"run": cfg.to_dict(), "versions": versions()}, indent=2))
-    torch.manual_seed(tcfg.seed)  # the fresh head's initialisation is part of the run
-    model, tokenizer, spec, trainable, total = build_model(cfg.model, cfg.method, cfg.method_config,
-                                                           data.task.num_labels, tcfg.dropout)
     for cb in listeners:
         cb(ProgressEvent("message", message=trainable_summary(trainable, total)))
     result = train(model, tokenizer, data.splits, tcfg, listeners, control, accelerator=acc)

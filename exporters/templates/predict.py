@@ -5,7 +5,8 @@
     python predict.py --csv data.csv [--column text] [--output predictions.csv]
 
 Prints one line per text: label, probability, text (or writes a CSV with every class probability).
-Files read from this folder: model.onnx (fp32; --model picks another), tokenizer.json, config.json.
+Files read from this folder: model.onnx (its precision, fp32 or int8, is in config.json), tokenizer.json,
+config.json. CSV input may be UTF-8 (with or without BOM) or Windows-1252, delimited by , ; TAB or |.
 """
 import argparse
 import csv
@@ -66,18 +67,15 @@ def main(argv=None):
     ap.add_argument("--csv", help="CSV file with a text column")
     ap.add_argument("--column", default=None, help="text column of --csv (default: from config, else 'text')")
     ap.add_argument("--output", help="write predictions to this CSV instead of printing")
-    ap.add_argument("--model", default="model.onnx", help="ONNX file in this folder (e.g. model.int8.onnx)")
+    ap.add_argument("--model", default="model.onnx", help="ONNX file in this folder (default model.onnx)")
     args = ap.parse_args(argv)
     texts = list(args.texts)
     if args.csv:
-        with open(args.csv, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
-        col = args.column or next((c for c in (_config_text_column(), "text") if rows and c in rows[0]), None)
-        if not rows or col not in rows[0]:
-            sys.exit(f"error: {args.csv} has no column {col!r}; pass --column NAME")
-        texts += [r[col] for r in rows]
+        texts += _read_csv_column(args.csv, args.column)
     if not texts:
         ap.error("give texts as arguments or --csv FILE")
+    if not (HERE / args.model).is_file():
+        sys.exit(f"error: no model file {args.model!r} in {HERE}")
     pred = Predictor(HERE, args.model)
     ids, probs = pred.predict(texts)
     if args.output:
@@ -89,6 +87,29 @@ def main(argv=None):
     else:
         for t, i, p in zip(texts, ids, probs):
             print(f"{pred.labels[i]}\t{p[i]:.4f}\t{t}")
+
+
+def _read_csv_column(path, column):
+    """Texts of one column of a CSV file; exits with one line on a missing file, column or unreadable text."""
+    try:
+        raw = open(path, "rb").read()
+    except OSError as e:
+        sys.exit(f"error: cannot read {path}: {e.strerror}")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("cp1252", errors="replace")
+    header = text.splitlines()[0] if text else ""
+    delimiter = max(",;\t|", key=lambda d: (header.count(d), d == ","))
+    rows = list(csv.DictReader(text.splitlines(keepends=True), delimiter=delimiter))
+    if not rows:
+        sys.exit(f"error: {path} has no data rows")
+    wanted = [column] if column else [_config_text_column(), "text"]
+    col = next((c for c in wanted if c in rows[0]), None)
+    if col is None:
+        sys.exit(f"error: {path} has no column {' or '.join(repr(c) for c in wanted)}; its columns are "
+                 f"{list(rows[0])}; pass --column NAME")
+    return [r[col] or "" for r in rows]
 
 
 def _config_text_column():
