@@ -7,7 +7,7 @@ A run folder (``<root>/<run id>/``) holds::
     config.json    RunConfig + package versions (written at submit; ``fine_tune`` rewrites it identically)
     data/          copies of the uploaded files, so the run can be rebuilt and exported later
     events.jsonl   the progress events (see ``peft_core.progress``); error.log: the traceback of a failed run
-    ... and everything ``pipeline.fine_tune`` / ``export_run`` write (model/, report.json, plots, bundle.zip)
+    ... and everything ``pipeline.fine_tune`` / ``export_run`` write (model/, report.json, plots, bundle-*.zip)
 
 Owners are opaque tokens (the app keeps one per browser); only their SHA-256 is stored, and every call that
 names a run checks it, so a caller sees only its own runs (an unknown id and someone else's id look the same).
