@@ -34,6 +34,12 @@ def _layer_stack(backbone: nn.Module) -> tuple[str, nn.ModuleList] | None:
     return max(lists, key=lambda nm: len(nm[1])) if lists else None
 
 
+def first_trainable_layer(layers: Sequence[nn.Module]) -> int:
+    """Index of the first layer with a trainable parameter (``len(layers)`` when all are frozen)."""
+    return next((i for i, layer in enumerate(layers) if any(p.requires_grad for p in layer.parameters())),
+                len(layers))
+
+
 def frozen_prefix_depth(backbone: nn.Module) -> int:
     """Number of leading encoder layers with no trainable parameter (== layer count if all frozen); 0 if the
     embeddings train or no layer stack is found."""
@@ -44,8 +50,7 @@ def frozen_prefix_depth(backbone: nn.Module) -> int:
     emb_trainable = any(p.requires_grad for n, p in backbone.named_parameters() if "embeddings" in n)
     if emb_trainable:
         return 0
-    return next((i for i, layer in enumerate(layers) if any(p.requires_grad for p in layer.parameters())),
-                len(layers))
+    return first_trainable_layer(layers)
 
 
 class _Passthrough(nn.Module):

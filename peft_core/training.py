@@ -16,7 +16,7 @@ from torch import nn
 
 from .callbacks import Callback, Control, ProgressEvent
 from .errors import ConfigError
-from .feeds import _layer_stack, make_feed
+from .feeds import _layer_stack, first_trainable_layer, make_feed
 
 
 @dataclass
@@ -94,8 +94,7 @@ def set_train_mode(model: nn.Module) -> None:
     layers = found[1] if found else None
     live: set[int] = set()
     if layers is not None:
-        k = next((i for i, layer in enumerate(layers) if any(p.requires_grad for p in layer.parameters())),
-                 len(layers))
+        k = first_trainable_layer(layers)
         for layer in list(layers)[k:]:
             live.update(id(m) for m in layer.modules())
     for m in backbone.modules():
