@@ -29,10 +29,11 @@ from peft_core.errors import PeftCoreError  # noqa: E402
 from peft_core.jobs import JobError, JobManager, new_owner_token  # noqa: E402
 from peft_core.limits import Limits  # noqa: E402
 from peft_core.methods import METHODS  # noqa: E402
-from peft_core.models import DEFAULT_MODEL, REGISTRY  # noqa: E402
+from peft_core.models import DEFAULT_MODEL, DEFAULT_MODELS, REGISTRY  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 EXAMPLE = HERE / "examples" / "sms_spam.csv"
+IMAGE_EXAMPLE = HERE / "examples" / "mnist_digits.zip"
 RUNS_ROOT = Path(os.environ.get("PEFT_RUNS_DIR", HERE / "runs")).resolve()
 log = logging.getLogger("peft_app")
 
@@ -86,22 +87,80 @@ def user_errors(fn):
 
 def _need_file(path) -> str:
     if not path:
-        raise gr.Error("No training file yet: upload a CSV/TSV/JSON/JSONL/Parquet file or click "
-                       "'Use the example data'.", print_exception=False)
+        raise gr.Error("No training file yet: upload a CSV/TSV/JSON/JSONL/Parquet file (text) or a .zip of class "
+                       "folders (images), or click one of the example buttons.", print_exception=False)
     return str(path)
+
+
+def _is_zip(path) -> bool:
+    from peft_core.image_data import is_image_upload
+
+    return is_image_upload(path)
+
+
+def _prepare(train_file, test_file, text_col=None, label_col=None):
+    """prepare_data for a check or a preview: a zip's images go to a temporary folder removed afterwards."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="peft_preview_") as tmp:
+        return prepare_data(train_file, test_file or None, text_column=text_col or None,
+                            label_column=label_col or None, extract_dir=tmp)
+
+
+def _image_preview(train_file, test_file):
+    """Zip chosen -> (sample table, gallery items, report markdown, class table, task 'image')."""
+    import tempfile
+
+    from peft_core.image_data import scan_zip
+
+    with tempfile.TemporaryDirectory(prefix="peft_preview_") as tmp:
+        frame, _ = scan_zip(train_file, Path(tmp) / "scan")
+        sample = frame.groupby("label", sort=True).head(2).head(16)
+        gallery = [(_thumbnail(p), f"{lab}") for p, lab in zip(sample["image"], sample["label"])]
+        data = prepare_data(train_file, test_file or None, extract_dir=Path(tmp) / "prep")
+    table = frame[["name", "label", "split"]].rename(columns={"name": "file", "label": "class folder"}).head(12)
+    return table, gallery, data
+
+
+def _thumbnail(path):
+    """A small RGB copy of an image as a PIL image (Gradio stores it; the extracted file may go away)."""
+    from peft_core.images import load_rgb
+
+    img = load_rgb(path)
+    img.thumbnail((160, 160))
+    return img
 
 
 @user_errors
 def load_preview(train_file, test_file, text_col=None, label_col=None):
-    """File chosen -> preview table, column pickers (inferred unless chosen), data report, class balance."""
+    """File chosen -> preview table, column pickers (inferred unless chosen), data report, class balance,
+    image gallery (zip uploads), task. A cleared file clears the preview."""
+    if not train_file:
+        return (pd.DataFrame(columns=["(upload a file)"]), gr.update(choices=[], value=None),
+                gr.update(choices=[], value=None), "", None, gr.update(value=None, visible=False), gr.skip())
+    if _is_zip(_need_file(train_file)):
+        table, gallery, data = _image_preview(train_file, test_file)
+        return (table, gr.update(choices=[], value=None), gr.update(choices=[], value=None),
+                data.report.to_markdown(), data.report.class_table(), gr.update(value=gallery, visible=True),
+                "image")
     frame, _ = read_table(_need_file(train_file))
     cols = list(frame.columns)
     text_col = text_col if text_col in cols else None
     label_col = label_col if label_col in cols else None
     text_col, label_col = infer_columns(frame, text_col, label_col)
-    data = prepare_data(train_file, test_file or None, text_column=text_col, label_column=label_col)
+    data = _prepare(train_file, test_file, text_col, label_col)
     return (frame.head(12), gr.update(choices=cols, value=text_col), gr.update(choices=cols, value=label_col),
-            data.report.to_markdown(), data.report.class_table())
+            data.report.to_markdown(), data.report.class_table(), gr.update(value=None, visible=False), "text")
+
+
+def task_changed(task, model):
+    """Task switched -> the bundled model for it (a model typed by the user stays if it is not a bundled one
+    of the other task), and which inputs to show."""
+    image = task == "image"
+    bundled_other = model in REGISTRY and REGISTRY[model].modality != task
+    return (gr.update(value=DEFAULT_MODELS[task]) if bundled_other or not model else gr.update(),
+            gr.update(visible=not image), gr.update(visible=not image), gr.update(visible=not image),
+            gr.update(visible=image), gr.update(visible=image))
 
 
 def method_defaults(method: str):
@@ -125,7 +184,7 @@ def _run_config(train_file, test_file, text_col, label_col, model, method, hp, m
 
     train = TrainConfig(**dict(zip(HP_FIELDS, hp)))
     return RunConfig(train_file=_need_file(train_file), test_file=test_file or None, text_column=text_col or None,
-                     label_column=label_col or None, model=model or DEFAULT_MODEL, method=method,
+                     label_column=label_col or None, model=model or "", method=method,
                      method_config=_method_config(method, *method_opts), train=train)
 
 
@@ -134,12 +193,13 @@ def count_trainable(train_file, test_file, text_col, label_col, model, method, *
     """Load the base model with the method applied and report trainable parameters (before training)."""
     from peft_core.pipeline import build_model, trainable_summary
 
-    num_labels = 2
+    num_labels, task = 2, "text"
     if train_file:
-        data = prepare_data(train_file, test_file or None, text_column=text_col or None,
-                            label_column=label_col or None)
-        num_labels = data.task.num_labels
-    *_, trainable, total = build_model(model or DEFAULT_MODEL, method, _method_config(method, *method_opts),
+        data = _prepare(train_file, test_file, text_col, label_col)
+        num_labels, task = data.task.num_labels, ("image" if _is_zip(train_file) else "text")
+    if model in REGISTRY and REGISTRY[model].modality != task:
+        model = DEFAULT_MODELS[task]  # the task switch is moving the model picker to this one
+    *_, trainable, total = build_model(model or DEFAULT_MODELS[task], method, _method_config(method, *method_opts),
                                        num_labels)
     return f"**{trainable_summary(trainable, total)}** with a {num_labels}-class head."
 
@@ -179,7 +239,11 @@ def train_model(owner, train_file, test_file, text_col, label_col, model, method
           early_stopping_patience, seed)
     method_opts = (num_layers, lora_r, lora_alpha, lora_dropout, lora_targets)
     cfg = _run_config(train_file, test_file, text_col, label_col, model, method, hp, method_opts)
-    prepare_data(cfg.train_file, cfg.test_file, text_column=cfg.text_column, label_column=cfg.label_column)
+    _prepare(cfg.train_file, cfg.test_file, cfg.text_column, cfg.label_column)
+    if model and model in REGISTRY:  # a bundled model of the wrong kind: say so now, not after queueing
+        from peft_core.pipeline import check_modality
+
+        check_modality(REGISTRY[model], "image" if _is_zip(cfg.train_file) else "text")
     info = jobs().submit(owner, cfg)
     return info.id, views.status_html(info, None, jobs().queue_position(info.id))
 
@@ -200,17 +264,20 @@ def _results(info):
     report_path = jobs().dir(info.id) / "report.json" if info else None
     if info is None or not info.has_model or not report_path.is_file():
         return (pd.DataFrame(columns=["metric", "model", "baseline"]),
-                pd.DataFrame(columns=["label", "precision", "recall", "f1", "support"]), None, None)
+                pd.DataFrame(columns=["label", "precision", "recall", "f1", "support"]), None, None,
+                gr.update(value=None, visible=False))
     ev = EvalReport(**json.loads(report_path.read_text())["evaluation"])
     run_dir = jobs().dir(info.id)
+    miss = run_dir / "misclassified.png"
     return (ev.metrics_table(), ev.per_class_table(), str(run_dir / "confusion_matrix.png"),
-            str(run_dir / "training.png"))
+            str(run_dir / "training.png"),
+            gr.update(value=str(miss), visible=True) if miss.is_file() else gr.update(value=None, visible=False))
 
 
 def poll(owner, run_id, view):
     """Timer tick: refresh what changed for the selected run (status, curves, log, results) and the run lists.
     ``view`` (per tab) remembers what is on screen so unchanged outputs are skipped."""
-    view, out = dict(view or {}), [gr.skip()] * 12
+    view, out = dict(view or {}), [gr.skip()] * 13
     runs = _mine(owner)
     sig = [(j.id, j.state) for j in runs]
     if sig != view.get("sig"):
@@ -230,7 +297,7 @@ def poll(owner, run_id, view):
     shown = (info.id, info.has_model) if info else None
     if shown != view.get("shown"):
         view["shown"] = shown
-        out[4:8] = _results(info)
+        out[4:8], out[12] = (r := _results(info))[:4], r[4]
         out[11] = gr.update(value=str(jobs().dir(info.id) / "config.json") if info else None,
                             interactive=info is not None)
     return (view, *out)
@@ -273,7 +340,28 @@ def try_it(owner, run_id, text):
     run = jobs().run(owner, _selected(run_id))
     if not (text or "").strip():
         raise gr.Error("Type a text to classify.", print_exception=False)
+    if run.data.task.kind == "image-classification":
+        raise gr.Error("The selected run is an image model: upload an image and press 'Predict the image'.",
+                       print_exception=False)
     probs = predict_proba(run.model, run.tokenizer, [text], run.train_config.max_length)[0]
+    return {label: float(p) for label, p in zip(run.data.task.labels, probs)}
+
+
+@user_errors
+def try_image(owner, run_id, image):
+    """Image file -> label probabilities of the selected run's image model."""
+    from peft_core.inference import predict_proba
+
+    run = jobs().run(owner, _selected(run_id))
+    if run.data.task.kind != "image-classification":
+        raise gr.Error("The selected run is a text model: type a text and press 'Predict'.", print_exception=False)
+    if not image:
+        raise gr.Error("Upload an image to classify.", print_exception=False)
+    try:
+        probs = predict_proba(run.model, run.tokenizer, [image], run.train_config.max_length)[0]
+    except ValueError as e:  # unreadable / too large image
+        raise gr.Error(f"Cannot read this image: {e}. Upload a PNG, JPEG, BMP, GIF, WebP or TIFF file.",
+                       print_exception=False) from e
     return {label: float(p) for label, p in zip(run.data.task.labels, probs)}
 
 
@@ -333,7 +421,7 @@ def build_demo() -> gr.Blocks:
     with gr.Blocks(title="PEFT Studio") as demo:
         owner = gr.BrowserState("", storage_key="peft_studio_owner", secret=browser_secret())
         view = gr.State({})
-        gr.Markdown("# PEFT Studio\nFine-tune a small part of a pretrained text model on your labelled data, see "
+        gr.Markdown("# PEFT Studio\nFine-tune a small part of a pretrained text or image model on your labelled data, see "
                     "honest held-out results, and download a verified ONNX bundle that runs with ONNX Runtime "
                     "alone.")
         d, t, u = layout.data_and_model(defaults, MODEL_CHOICES, DEFAULT_MODEL, METHOD_CHOICES), layout.train(), layout.use()
@@ -341,9 +429,14 @@ def build_demo() -> gr.Blocks:
         timer = gr.Timer(1.0)
 
         data_inputs = [d["train_file"], d["test_file"]]
-        data_outputs = [d["preview"], d["text_col"], d["label_col"], d["data_report"], d["classes"]]
+        data_outputs = [d["preview"], d["text_col"], d["label_col"], d["data_report"], d["classes"],
+                        d["image_preview"], d["task"]]
         method_opts = [d["num_layers"], d["lora_r"], d["lora_alpha"], d["lora_dropout"], d["lora_targets"]]
         d["example_btn"].click(lambda: str(EXAMPLE), None, d["train_file"], **private)
+        d["example_img_btn"].click(lambda: str(IMAGE_EXAMPLE), None, d["train_file"], **private)
+        d["task"].change(task_changed, [d["task"], d["model"]],
+                         [d["model"], d["columns_row"], u["text_in"], u["try_btn"], u["image_in"], u["try_img_btn"]],
+                         **private)
         d["train_file"].change(load_preview, data_inputs, data_outputs, api_name="load_data")
         d["test_file"].change(load_preview, data_inputs + [d["text_col"], d["label_col"]], data_outputs, **private)
         for col in (d["text_col"], d["label_col"]):
@@ -362,13 +455,16 @@ def build_demo() -> gr.Blocks:
         t["cancel_btn"].click(cancel_run, [owner, t["run"]], t["status"], api_name="cancel", concurrency_limit=None)
         timer.tick(poll, [owner, t["run"], view],
                    [view, t["status"], t["loss_plot"], t["val_plot"], t["log"], t["metrics"], t["per_class"],
-                    t["cm_img"], t["curve_img"], h["history"], t["run"], h["compare_pick"], h["config_dl"]],
+                    t["cm_img"], t["curve_img"], h["history"], t["run"], h["compare_pick"], h["config_dl"],
+                    t["miss_img"]],
                    show_progress="hidden", concurrency_limit=None, **private)
         gr.api(run_status, api_name="status", concurrency_limit=None)
         gr.api(list_runs, api_name="runs", concurrency_limit=None)
         gr.api(new_owner, api_name="new_owner", concurrency_limit=None)
         u["try_btn"].click(try_it, [owner, t["run"], u["text_in"]], u["label_out"], api_name="predict",
                            concurrency_limit=None)
+        u["try_img_btn"].click(try_image, [owner, t["run"], u["image_in"]], u["label_out"], api_name="predict_image",
+                               concurrency_limit=None)
         u["text_in"].submit(try_it, [owner, t["run"], u["text_in"]], u["label_out"], concurrency_limit=None,
                             **private)
         u["export_btn"].click(export_bundle, [owner, t["run"]], [u["export_md"], u["parity"], u["bundle"]],

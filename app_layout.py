@@ -11,21 +11,31 @@ import app_views as views
 
 
 def data_and_model(defaults, model_choices, default_model, method_choices):
-    """Steps 1 and 2: data upload, column pickers, preview; base model, method, hyper-parameters."""
+    """Steps 1 and 2: task, data upload, column pickers, preview; base model, method, hyper-parameters."""
     w = {}
-    gr.Markdown("## 1 · Data\nA table with a text column and a label column (CSV, TSV, JSON, JSONL, Parquet). "
-                "Without a test file, 20% is held out for testing and 10% for early stopping (stratified).")
-    types = [".csv", ".tsv", ".txt", ".json", ".jsonl", ".parquet"]
+    gr.Markdown("## 1 · Data\n**Text**: a table with a text column and a label column (CSV, TSV, JSON, JSONL, "
+                "Parquet). **Images**: a .zip with one folder per class (optionally inside `train/` and "
+                "`validation/` or `test/`). Without a test file, 20% is held out for testing and 10% for early "
+                "stopping (stratified).")
+    w["task"] = gr.Radio(label="Task", choices=[("Text classification", "text"), ("Image classification", "image")],
+                         value="text", elem_id="task")
+    types = [".csv", ".tsv", ".txt", ".json", ".jsonl", ".parquet", ".zip"]
     with gr.Row():
         w["train_file"] = gr.File(label="Training data", file_types=types, elem_id="train-file")
         w["test_file"] = gr.File(label="Test data (optional)", file_types=types)
-    w["example_btn"] = gr.Button("Use the example data (SMS Spam Collection, 5,574 messages)", size="sm")
     with gr.Row():
+        w["example_btn"] = gr.Button("Use the example text data (SMS Spam Collection, 5,574 messages)", size="sm",
+                                     elem_id="example-text")
+        w["example_img_btn"] = gr.Button("Use the example image data (300 MNIST digits)", size="sm",
+                                         elem_id="example-image")
+    with gr.Row(visible=True) as w["columns_row"]:
         w["text_col"] = gr.Dropdown(label="Text column", choices=[], interactive=True, elem_id="text-col",
                                     allow_custom_value=True)
         w["label_col"] = gr.Dropdown(label="Label column", choices=[], interactive=True, elem_id="label-col",
                                      allow_custom_value=True)
     w["data_report"] = gr.Markdown(elem_id="data-report")
+    w["image_preview"] = gr.Gallery(label="Sample images (class folder)", columns=8, height=200, visible=False,
+                                    elem_id="image-preview")
     with gr.Row():
         w["preview"] = gr.Dataframe(pd.DataFrame(columns=["(upload a file)"]), label="Preview (first rows)",
                                     interactive=False, wrap=True, max_height=300, scale=3)
@@ -94,6 +104,8 @@ def train():
         w["cm_img"] = gr.Image(label="Confusion matrix", show_label=False, type="filepath", interactive=False,
                                  elem_id="cm-img")
         w["curve_img"] = gr.Image(label="Training curve", show_label=False, type="filepath", interactive=False)
+    w["miss_img"] = gr.Image(label="Misclassified held-out images", type="filepath", interactive=False,
+                             visible=False, elem_id="miss-img")
     return w
 
 
@@ -102,9 +114,14 @@ def use():
     w = {}
     gr.Markdown("## 4 · Try it\nUses the run selected in step 3.")
     with gr.Row():
-        w["text_in"] = gr.Textbox(label="Text", placeholder="Type a message to classify", lines=2, scale=3)
-        w["label_out"] = gr.Label(label="Predicted label probabilities", num_top_classes=5, scale=2)
-    w["try_btn"] = gr.Button("Predict")
+        with gr.Column(scale=3):
+            w["text_in"] = gr.Textbox(label="Text", placeholder="Type a message to classify", lines=2)
+            w["image_in"] = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], height=220,
+                                     visible=False, elem_id="image-in")
+        w["label_out"] = gr.Label(label="Predicted label probabilities (top 5)", num_top_classes=5, scale=2)
+    with gr.Row():
+        w["try_btn"] = gr.Button("Predict", elem_id="try-btn")
+        w["try_img_btn"] = gr.Button("Predict the image", visible=False, elem_id="try-img-btn")
     gr.Markdown("## 5 · Export\nONNX export of the run selected in step 3, then a parity check against PyTorch on "
                 "held-out rows. The bundle is offered only if parity passes (max |Δlogit| ≤ 1e-4, same labels).")
     w["export_btn"] = gr.Button("Export ONNX bundle", variant="primary", elem_id="export-btn")

@@ -2,7 +2,8 @@
 
 Contents: ``model.onnx``, ``tokenizer.json`` (+ ``tokenizer_config.json``), ``config.json`` (labels, max_length,
 padding token, input names, base model, method, hyper-parameters, metrics, parity), ``predict.py`` (needs only
-onnxruntime, tokenizers, numpy), ``parity.json``, ``metrics.json`` and ``README.md`` (model card). The zip is
+onnxruntime, tokenizers, numpy); for image models ``preprocessor_config.json`` and the preprocessing in
+``config.json`` instead of the tokenizer, and a ``predict.py`` that needs only onnxruntime, numpy, Pillow; ``parity.json``, ``metrics.json`` and ``README.md`` (model card). The zip is
 written under a temporary name and renamed when complete, and is refused when parity failed.
 """
 from __future__ import annotations
@@ -19,13 +20,30 @@ from peft_core.errors import ExportError
 from .parity import ParityReport
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "predict.py"
+IMAGE_TEMPLATE = Path(__file__).resolve().parent / "templates" / "predict_image.py"
 
 
 def model_card(cfg: dict) -> str:
     """Markdown model card from the bundle config (data, method, metrics, parity, base-model license)."""
     m, base, data = cfg["metrics"], cfg["base_model"], cfg.get("data", {})
     labels = ", ".join(cfg["id2label"].values())
-    return f"""# Text classifier: {cfg['task']['label_column']} from {cfg['task']['text_column']}
+    image = cfg.get("modality") == "image"
+    title = (f"Image classifier ({len(cfg['id2label'])} classes from class folders)" if image else
+             f"Text classifier: {cfg['task']['label_column']} from {cfg['task']['text_column']}")
+    if image:
+        pre = cfg["preprocessing"]
+        io = (f"input `pixel_values` (float32 [batch, 3, {pre['size']['height']}, {pre['size']['width']}], batch "
+              f"dynamic), output `logits` (float32 [batch, {len(cfg['id2label'])}]); preprocessing: RGB, resize to "
+              f"{pre['size']['height']}x{pre['size']['width']} ({pre['resample_name']}), /255, mean "
+              f"{pre['image_mean']}, std {pre['image_std']}.")
+        use = ("pip install onnxruntime numpy Pillow\npython predict.py photo.jpg\n"
+               "python predict.py images/ --top-k 3 --output predictions.csv")
+    else:
+        io = (f"inputs {', '.join(cfg['input_names'])} (int64 [batch, sequence], dynamic), output `logits` "
+              f"(float32 [batch, {len(cfg['id2label'])}]); texts truncated to {cfg['max_length']} tokens.")
+        use = ('pip install onnxruntime tokenizers numpy\npython predict.py "some text"\n'
+               "python predict.py --csv file.csv --column text --output predictions.csv")
+    return f"""# {title}
 
 Fine-tuned from **{base['source']}** (license: {base['license']}) with **{cfg['method']}**
 {_options(cfg['method_config'])}; {cfg['trainable_parameters']:,} of {cfg['total_parameters']:,} parameters
@@ -42,17 +60,14 @@ Source file `{Path(data.get('source', '?')).name}`; split sizes {data.get('split
 | macro-F1 | {m['macro_f1']:.4f} | {m['baseline_macro_f1']:.4f} |
 
 ## Export
-ONNX opset {cfg['onnx']['opset']}, inputs {', '.join(cfg['input_names'])} (int64 [batch, sequence], dynamic),
-output `logits` (float32 [batch, {len(cfg['id2label'])}]); texts truncated to {cfg['max_length']} tokens.
+ONNX opset {cfg['onnx']['opset']}, {io}
 fp32 export vs PyTorch: {cfg['parity']['summary']}
 
 {_precision_line(cfg)}
 
 ## Use
 ```
-pip install onnxruntime tokenizers numpy
-python predict.py "some text"
-python predict.py --csv file.csv --column text --output predictions.csv
+{use}
 ```
 Limitations: trained on the data above only; scores come from one held-out split and can differ on other data.
 """
@@ -90,12 +105,17 @@ def build_bundle(out_zip: str | Path, onnx_path: str | Path, tokenizer, config: 
     with tempfile.TemporaryDirectory(prefix="bundle_") as tmp:
         tok_dir = Path(tmp) / "tok"
         tokenizer.save_pretrained(tok_dir)
-        if not (tok_dir / "tokenizer.json").exists():
-            raise ExportError("the tokenizer has no fast (tokenizers) version, so predict.py cannot use it")
-        files = {"model.onnx": Path(onnx_path), "tokenizer.json": tok_dir / "tokenizer.json",
-                 "predict.py": TEMPLATE, **{k: Path(v) for k, v in (extra_files or {}).items()}}
-        if (tok_dir / "tokenizer_config.json").exists():
-            files["tokenizer_config.json"] = tok_dir / "tokenizer_config.json"
+        if config.get("modality") == "image":
+            files = {"model.onnx": Path(onnx_path), "preprocessor_config.json": tok_dir / "preprocessor_config.json",
+                     "predict.py": IMAGE_TEMPLATE}
+        else:
+            if not (tok_dir / "tokenizer.json").exists():
+                raise ExportError("the tokenizer has no fast (tokenizers) version, so predict.py cannot use it")
+            files = {"model.onnx": Path(onnx_path), "tokenizer.json": tok_dir / "tokenizer.json",
+                     "predict.py": TEMPLATE}
+            if (tok_dir / "tokenizer_config.json").exists():
+                files["tokenizer_config.json"] = tok_dir / "tokenizer_config.json"
+        files.update({k: Path(v) for k, v in (extra_files or {}).items()})
         texts = {"config.json": json.dumps(config, indent=2), "parity.json": json.dumps(parity.to_dict(), indent=2),
                  "metrics.json": json.dumps(config["metrics"], indent=2), "README.md": model_card(config)}
         fd, partial = tempfile.mkstemp(prefix=".bundle-", suffix=".zip.partial", dir=out_zip.parent)

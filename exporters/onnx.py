@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from peft_core.errors import ExportError
-from peft_core.inference import batch_inputs
+from peft_core.inference import batch_inputs, is_image_processor
 
 
 @dataclass
@@ -49,6 +49,17 @@ class _LogitsOnly(nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
 
 
+class _ImageLogits(nn.Module):
+    """Image wrapper: ``pixel_values`` float32 [batch, 3, H, W] -> logits."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values)
+
+
 def tokenizer_input_names(tokenizer) -> list[str]:
     """The model inputs this tokenizer really produces, in a fixed order."""
     produced = tokenizer(["probe"], return_tensors="pt").keys()
@@ -57,9 +68,11 @@ def tokenizer_input_names(tokenizer) -> list[str]:
 
 def export_onnx(model: nn.Module, tokenizer, example_texts: Sequence[str], out_path: str | Path,
                 max_length: int, opset: int | None = None) -> OnnxExport:
-    """Export ``model`` (a TextClassifier, eval mode) to ``out_path``.
+    """Export ``model`` (a TextClassifier or ImageClassifier, eval mode) to ``out_path``.
 
-    The example batch has 3 texts padded to at least 9 tokens, so neither axis is specialised to 1.
+    Text: the example batch has 3 texts padded to at least 9 tokens, so neither axis is specialised to 1.
+    Images (``tokenizer`` is an ``ImagePreprocessor``, ``example_texts`` image paths): 3 example images, dynamic
+    batch axis, fixed height and width from the preprocessor.
     Raises:
         ExportError: the exporter failed (message names the stage).
     """
@@ -67,14 +80,21 @@ def export_onnx(model: nn.Module, tokenizer, example_texts: Sequence[str], out_p
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    names = tokenizer_input_names(tokenizer)
-    texts = (list(example_texts) * 3)[:3] or ["example text"] * 3
-    texts[0] = texts[0] + " padding example" * 4
-    inputs = batch_inputs(tokenizer, texts, max_length)
-    args = tuple(inputs[n].cpu() for n in names)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    seq = torch.export.Dim("sequence", min=1, max=max(max_length, 9))
-    wrapper = _LogitsOnly(model.cpu().eval()).eval()
+    if is_image_processor(tokenizer):  # images: pixel_values [batch, 3, H, W], only the batch axis dynamic
+        names = ["pixel_values"]
+        args = (batch_inputs(tokenizer, (list(example_texts) * 3)[:3], max_length)["pixel_values"],)
+        dynamic = {"pixel_values": {0: batch}}
+        wrapper = _ImageLogits(model.cpu().eval()).eval()
+    else:
+        names = tokenizer_input_names(tokenizer)
+        texts = (list(example_texts) * 3)[:3] or ["example text"] * 3
+        texts[0] = texts[0] + " padding example" * 4
+        inputs = batch_inputs(tokenizer, texts, max_length)
+        args = tuple(inputs[n].cpu() for n in names)
+        seq = torch.export.Dim("sequence", min=1, max=max(max_length, 9))
+        dynamic = {n: {0: batch, 1: seq} for n in names}
+        wrapper = _LogitsOnly(model.cpu().eval()).eval()
     t0 = time.perf_counter()
     # the exporter logs one warning per absent torchvision op; they do not concern text models
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
@@ -83,7 +103,7 @@ def export_onnx(model: nn.Module, tokenizer, example_texts: Sequence[str], out_p
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 wrapper, args, input_names=names, output_names=["logits"], opset_version=opset, dynamo=True,
-                dynamic_shapes={n: {0: batch, 1: seq} for n in names}, external_data=False, verbose=False)
+                dynamic_shapes=dynamic, external_data=False, verbose=False)
             program.save(str(out_path))
     except Exception as e:  # the exporter raises many internal types; report them as one export failure
         raise ExportError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e

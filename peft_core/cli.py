@@ -12,7 +12,7 @@ import sys
 
 from .errors import PeftCoreError
 from .methods import METHODS
-from .models import DEFAULT_MODEL, REGISTRY
+from .models import DEFAULT_MODELS, REGISTRY
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,8 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--test-data", help="held-out file with the same columns (default: split from --data)")
     t.add_argument("--text-column", help="text column (default: inferred)")
     t.add_argument("--label-column", help="label column (default: inferred)")
-    t.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"base model: one of {', '.join(REGISTRY)}, a local folder, or a Hub ID")
+    t.add_argument("--model", default="",
+                   help=f"base model: one of {', '.join(REGISTRY)}, a local folder, or a Hub ID (default: "
+                        f"{DEFAULT_MODELS['text']} for a table, {DEFAULT_MODELS['image']} for a zip of image folders)")
     t.add_argument("--method", default="head", choices=list(METHODS), help="what to train")
     t.add_argument("--out", required=True, help="run folder to write (model, reports, plots, bundle)")
     t.add_argument("--export", action="store_true", help="export ONNX, check parity, write bundle-fp32.zip and bundle-int8.zip")
@@ -40,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--dropout", type=float, default=0.1, help="head dropout")
     g.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off)")
     g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--probe-epochs", type=int,
+                   help="linear-probe warm start: head-only epochs before the encoder part trains (0: off)")
     g.add_argument("--no-feature-cache", action="store_true", help="recompute a frozen encoder every step")
     m = t.add_argument_group("method options")
     m.add_argument("--num-layers", type=int, default=2, help="last_n: how many top layers train")
@@ -65,7 +68,7 @@ def cmd_train(args) -> int:
                        head_learning_rate=args.head_learning_rate, weight_decay=args.weight_decay,
                        warmup_ratio=args.warmup_ratio, max_length=args.max_length, dropout=args.dropout,
                        early_stopping_patience=args.patience, seed=args.seed,
-                       feature_cache=not args.no_feature_cache)
+                       feature_cache=not args.no_feature_cache, probe_epochs=args.probe_epochs)
     cfg = RunConfig(train_file=args.data, test_file=args.test_data, text_column=args.text_column,
                     label_column=args.label_column, model=args.model, method=args.method,
                     method_config=_method_config(args), train=tcfg)
@@ -79,14 +82,20 @@ def cmd_train(args) -> int:
     def _print_table(df) -> None:
         say(df.to_string(index=False))
 
+    import atexit
+    import shutil
+    import tempfile
+
+    scratch = tempfile.mkdtemp(prefix="peft_cli_")  # extracted images of a zip upload; removed at exit
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     data = prepare_data(cfg.train_file, cfg.test_file, text_column=cfg.text_column, label_column=cfg.label_column,
-                        seed=tcfg.seed)
+                        seed=tcfg.seed, extract_dir=scratch)
     say("== Data\n" + data.report.to_markdown().replace("**", ""))
     _print_table(data.report.class_table())
 
     def show_message(ev):
         if ev.kind == "message":
-            say(f"== Model {args.model}, method {args.method}: {ev.message}")
+            say(f"== Model {args.model or 'default'}, method {args.method}: {ev.message}")
 
     run = fine_tune(cfg, args.out, [show_message, TqdmBar(mininterval=2, file=sys.stderr)], data=data)
     r = run.train_result

@@ -53,12 +53,17 @@ class DataReport:
     def to_markdown(self) -> str:
         """A short human summary (markdown) for the app and the CLI."""
         dropped = sum(self.dropped_rows.values())
-        lines = [f"**{self.rows_read}** rows read from `{Path(self.source).name}` ({self.format}); "
-                 f"text column **{self.text_column}**, label column **{self.label_column}**; "
-                 f"**{len(self.class_counts)}** classes.",
+        if self.format == "zip of image folders":
+            head = (f"**{self.rows_read}** images read from `{Path(self.source).name}` ({self.format}); "
+                    f"**{len(self.class_counts)}** classes (one per folder).")
+        else:
+            head = (f"**{self.rows_read}** rows read from `{Path(self.source).name}` ({self.format}); "
+                    f"text column **{self.text_column}**, label column **{self.label_column}**; "
+                    f"**{len(self.class_counts)}** classes.")
+        lines = [head,
                  "Split: " + ", ".join(f"{k} {v}" for k, v in self.split_sizes.items()) + "."]
         if dropped:
-            lines.append("Dropped rows: " + ", ".join(f"{v} ({k})" for k, v in self.dropped_rows.items() if v) + ".")
+            lines.append(("Skipped files: " if self.format == "zip of image folders" else "Dropped rows: ") + ", ".join(f"{v} ({k})" for k, v in self.dropped_rows.items() if v) + ".")
         lines += [f"Warning: {w}" for w in self.warnings]
         return "\n\n".join(lines)
 
@@ -72,11 +77,18 @@ class DataReport:
 
 @dataclass
 class PreparedData:
-    """The result of :func:`prepare_data`: splits with columns ``text`` (str) and ``label`` (int64 id)."""
+    """The result of :func:`prepare_data`: splits with columns ``text`` (str) or ``image`` (file path) and
+    ``label`` (int64 id)."""
 
     splits: "datasets.DatasetDict"  # noqa: F821  (train / validation / test)
     task: TaskSpec
     report: DataReport
+
+
+def split_inputs(split) -> list:
+    """The model inputs of one split: its ``text`` column (str) for text tasks, ``image`` (file paths) for
+    image tasks."""
+    return list(split["image" if "image" in split.column_names else "text"])
 
 
 def read_table(path: str | Path, *, limits: Limits | None = None) -> tuple[pd.DataFrame, str]:
@@ -211,8 +223,10 @@ def _to_datasets(parts: dict[str, pd.DataFrame], classes: list):
 
 def prepare_data(train_file: str | Path, test_file: str | Path | None = None, *, text_column: str | None = None,
                  label_column: str | None = None, test_fraction: float = 0.2, validation_fraction: float = 0.1,
-                 seed: int = 42, limits: Limits | None = None) -> PreparedData:
-    """Load, validate and split an upload for text classification.
+                 seed: int = 42, limits: Limits | None = None,
+                 extract_dir: str | Path | None = None) -> PreparedData:
+    """Load, validate and split an upload for text classification (or, for a ``.zip`` of class folders, image
+    classification: see ``peft_core.image_data``; ``extract_dir`` is where its images go).
 
     Args:
         train_file: the upload (see module doc for formats).
@@ -229,6 +243,12 @@ def prepare_data(train_file: str | Path, test_file: str | Path | None = None, *,
     if not 0 < test_fraction < 0.9 or not 0 < validation_fraction < 0.5:
         raise DataError("test_fraction must be in (0, 0.9) and validation_fraction in (0, 0.5)")
     limits = limits or Limits.from_env()
+    from .image_data import is_image_upload, prepare_image_data
+
+    if is_image_upload(train_file):
+        return prepare_image_data(train_file, test_file, test_fraction=test_fraction,
+                                  validation_fraction=validation_fraction, seed=seed, limits=limits,
+                                  extract_dir=extract_dir)
     table = read_upload(train_file, limits)
     text, label = infer_columns(table.frame, text_column, label_column)
     dropped: dict[str, int] = {}

@@ -147,3 +147,52 @@ def plot_training(step_losses: Sequence[float], history: Sequence[dict], path: s
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def misclassified(images: Sequence, labels: Sequence[int], logits: np.ndarray, names: Sequence[str],
+                  limit: int = 24) -> list[dict]:
+    """The held-out examples the model got wrong, most confident mistakes first.
+
+    Args:
+        images: the inputs (image paths), labels: true ids [n], logits: float32 [n, num_labels].
+    Returns:
+        up to ``limit`` dicts: index, image, true, predicted (label names), confidence (softmax probability of
+        the predicted label, 0..1).
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    pred, y = probs.argmax(1), np.asarray(labels)
+    wrong = np.flatnonzero(pred != y)
+    wrong = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:limit]
+    return [{"index": int(i), "image": images[i], "true": names[y[i]], "predicted": names[pred[i]],
+             "confidence": float(probs[i, pred[i]])} for i in wrong]
+
+
+def plot_misclassified(images: Sequence, labels: Sequence[int], logits: np.ndarray, names: Sequence[str],
+                       path: str | Path, limit: int = 24) -> Path:
+    """Gallery of misclassified held-out images (most confident mistakes first), each titled
+    "true -> predicted (confidence)". Writes a PNG (a note instead when there is no mistake); returns its path."""
+    import matplotlib.pyplot as plt
+
+    from .images import load_rgb
+
+    items = misclassified(images, labels, logits, names, limit)
+    cols = 6
+    rows = max(1, -(-len(items) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.4 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, it in zip(axes.flat, items):
+        try:
+            ax.imshow(load_rgb(it["image"]))
+        except (ValueError, OSError):
+            ax.text(0.5, 0.5, "image unavailable", ha="center", va="center")
+        ax.set_title(f"{it['true']} → {it['predicted']}\n({100 * it['confidence']:.0f}%)", fontsize=9)
+    n_wrong = int((np.asarray(logits).argmax(1) != np.asarray(labels)).sum())
+    fig.suptitle(f"Misclassified held-out images: {n_wrong} of {len(labels)} (true → predicted, confidence)"
+                 if n_wrong else f"No misclassified image among {len(labels)} held-out images", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)

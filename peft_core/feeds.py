@@ -7,6 +7,8 @@ computed once, no grad, in length-sorted batches, and every epoch runs only the 
 * ``PrefixFeed``  — first K of L layers frozen (last-N): caches the token states after layer K, unpadded and
   concatenated (float32 [total_tokens, hidden], RAM or a memory-mapped temp file past a budget); each step
   re-pads one batch and runs layers K..L-1, pooling and the head.
+* ``ImagePrefixFeed`` — first K blocks of an image backbone that can resume from a block (``forward_from``,
+  e.g. the bundled EfficientNet-Lite) frozen: caches their output feature maps.
 * ``TextFeed``    — nothing cacheable (LoRA in every layer, or the cache switched off): tokenizes per batch.
 
 All three give the same model and numbers as recomputing the frozen part each step (dropout in frozen layers is
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .inference import batch_inputs, map_sorted, sorted_batches, token_lengths
+from .inference import batch_inputs, is_image_processor, map_sorted, sorted_batches, token_lengths
 
 CACHE_RAM_BYTES = int(float(os.environ.get("PEFT_CACHE_RAM_MB", "2048")) * 2**20)
 
@@ -207,12 +209,62 @@ class PrefixFeed(TextFeed):
         return torch.stack(out)
 
 
+class _ImageSuffix(nn.Module):
+    """Trainable rest of an ImageClassifier whose backbone has ``forward_from``: blocks K.., pooling, head."""
+
+    def __init__(self, model: nn.Module, start: int):
+        super().__init__()
+        self.model, self.start = model, start
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return self.model.head(self.model.pooled(self.model.backbone.forward_from(states, self.start)))
+
+
+class ImagePrefixFeed(TextFeed):
+    """First K blocks of an image backbone frozen: their output feature maps (float32 [n, C, h, w], in RAM;
+    falls back to recomputing when over ``PEFT_CACHE_RAM_MB``) are cached; blocks K.. + head train."""
+
+    kind = "frozen-prefix feature maps"
+
+    def __init__(self, model, processor, images: dict, max_length: int, acc, depth: int):
+        super().__init__(_ImageSuffix(model, depth), processor, images, max_length, acc)
+        backbone = model.backbone
+        model.eval()
+        self.states = {}
+        for s, rows in images.items():
+            def run(ix, rows=rows):  # feature maps of this process's shard, in order
+                out = []
+                for j in range(0, len(ix), 32):
+                    px = processor([rows[i] for i in ix[j:j + 32]])["pixel_values"].to(acc.device)
+                    with torch.no_grad():
+                        out += list(backbone.forward_blocks(px, depth).float().cpu())
+                return out
+            self.states[s] = torch.stack(sharded(acc, run, len(rows)))
+
+    @staticmethod
+    def bytes_needed(model, processor, n: int, depth: int) -> int:
+        with torch.no_grad():
+            probe = model.backbone.forward_blocks(torch.zeros(1, 3, *processor.size), depth)
+        return probe.numel() * 4 * n
+
+    def batch(self, split: str, idx: Sequence[int]) -> dict:
+        return {"states": self.states[split][idx].to(self.acc.device)}
+
+    @torch.no_grad()
+    def all_logits(self, module, split: str) -> torch.Tensor:
+        rows = self.states[split]
+        return torch.cat([module(rows[i:i + 64].to(self.acc.device)).float().cpu() for i in range(0, len(rows), 64)])
+
+
 def make_feed(model, tokenizer, texts: dict, max_length: int, acc, use_cache: bool) -> TextFeed:
     """Pick the cheapest exact feed for the model's frozen prefix (see module doc)."""
     depth = frozen_prefix_depth(model.backbone) if use_cache and not hasattr(model, "peft_config") else 0
     found = _layer_stack(model.backbone)
     if depth and found and depth == len(found[1]):
         return FeatureFeed(model, tokenizer, texts, max_length, acc)
-    if depth:
+    if depth and not is_image_processor(tokenizer):  # token-state cache: text encoders only
         return PrefixFeed(model, tokenizer, texts, max_length, acc, depth)
+    if depth and hasattr(model.backbone, "forward_from") and ImagePrefixFeed.bytes_needed(
+            model, tokenizer, sum(map(len, texts.values())), depth) <= CACHE_RAM_BYTES:
+        return ImagePrefixFeed(model, tokenizer, texts, max_length, acc, depth)
     return TextFeed(model, tokenizer, texts, max_length, acc)

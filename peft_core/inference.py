@@ -11,17 +11,30 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
+
+
+def is_image_processor(processor) -> bool:
+    from .images import ImagePreprocessor
+
+    return isinstance(processor, ImagePreprocessor)
 
 
 def batch_inputs(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
-    """Tokenize one batch: int64 tensors [batch, longest-in-batch], truncated to ``max_length`` tokens."""
+    """Tokenize one batch: int64 tensors [batch, longest-in-batch], truncated to ``max_length`` tokens.
+    With an ``images.ImagePreprocessor`` instead of a tokenizer, ``texts`` are images (paths or PIL) and the
+    result is ``{"pixel_values": float32 [batch, 3, H, W]}`` (``max_length`` unused)."""
+    if is_image_processor(tokenizer):
+        return tokenizer(list(texts))
     enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     return {k: v for k, v in enc.items() if k in MODEL_INPUTS}
 
 
 def token_lengths(tokenizer, texts: Sequence[str], max_length: int) -> np.ndarray:
-    """Token count of each text after truncation (special tokens included): int64 [n]."""
+    """Token count of each text after truncation (special tokens included): int64 [n]. All zeros for images
+    (every image is resized to the same shape, so there is nothing to sort by)."""
+    if is_image_processor(tokenizer):
+        return np.zeros(len(texts), dtype=np.int64)
     ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
 

@@ -11,6 +11,9 @@ variable                      default      meaning
 ``PEFT_MAX_CLASSES``          1000         most distinct labels; more are refused
 ``PEFT_MAX_TEXT_CHARS``       20000        longer texts are cut to this many characters (and reported)
 ``PEFT_LONG_TEXT_CHARS``      5000         texts longer than this are counted in a warning
+``PEFT_MAX_IMAGES``           20000        most image files in a zip; larger archives are refused
+``PEFT_MAX_UNZIPPED_MB``      1000         most uncompressed bytes in a zip (MB), checked before extracting
+``PEFT_MAX_IMAGE_PIXELS``     40000000     largest image (width x height); larger ones are skipped as unreadable
 ============================  ===========  ==============================================================
 """
 from __future__ import annotations
@@ -22,7 +25,8 @@ from dataclasses import asdict, dataclass, fields
 from .errors import ConfigError
 
 ENV_VARS = {"max_upload_mb": "PEFT_MAX_UPLOAD_MB", "max_rows": "PEFT_MAX_ROWS", "max_classes": "PEFT_MAX_CLASSES",
-            "max_text_chars": "PEFT_MAX_TEXT_CHARS", "long_text_chars": "PEFT_LONG_TEXT_CHARS"}
+            "max_text_chars": "PEFT_MAX_TEXT_CHARS", "long_text_chars": "PEFT_LONG_TEXT_CHARS",
+            "max_images": "PEFT_MAX_IMAGES", "max_unzipped_mb": "PEFT_MAX_UNZIPPED_MB"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class Limits:
     max_classes: int = 1_000
     max_text_chars: int = 20_000
     long_text_chars: int = 5_000
+    max_images: int = 20_000
+    max_unzipped_mb: float = 1_000.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -74,10 +80,10 @@ class Limits:
             if not raw:
                 continue
             try:
-                values[f.name] = float(raw) if f.name == "max_upload_mb" else int(raw.replace("_", ""))
+                values[f.name] = float(raw) if f.name.endswith("_mb") else int(raw.replace("_", ""))
             except ValueError:
                 raise ConfigError(f"environment variable {ENV_VARS[f.name]}={raw!r} is not a "
-                                  f"{'number' if f.name == 'max_upload_mb' else 'whole number'}") from None
+                                  f"{'number' if f.name.endswith('_mb') else 'whole number'}") from None
         return cls(**values)
 
     def to_dict(self) -> dict:

@@ -1,4 +1,4 @@
-"""The text classifier: a pretrained encoder, a pooling step and a fresh linear head.
+"""The classifiers: a pretrained encoder, a pooling step and a fresh linear head (text or image).
 
 ``TextClassifier`` wraps any ``transformers.AutoModel`` encoder. Pooling follows the base model: for
 sentence-transformers models what their ``modules.json`` says (mean over real tokens, then L2 normalisation
@@ -60,9 +60,49 @@ class TextClassifier(nn.Module):
         return self.head(self.features(input_ids, attention_mask, token_type_ids))
 
 
-def save_classifier(model: TextClassifier, tokenizer, out_dir: str | Path, meta: dict) -> Path:
-    """Write the model (safetensors) and tokenizer to ``out_dir``; ``meta`` (labels, base model...) goes into
-    ``classifier_config.json``. Returns the folder."""
+class ImageClassifier(nn.Module):
+    """Image encoder + pooling + dropout + linear head; the image counterpart of :class:`TextClassifier`.
+
+    Args:
+        backbone: a transformers vision model taking ``pixel_values`` float32 [batch, 3, H, W].
+        pooling: "pooler" (the model's ``pooler_output``, flattened: global average for CNNs) or "cls"
+            (``last_hidden_state[:, 0]``, the ViT class token).
+    """
+
+    def __init__(self, backbone: nn.Module, num_labels: int, pooling: str = "pooler", dropout: float = 0.1,
+                 normalize: bool = False):
+        super().__init__()
+        if pooling not in ("pooler", "cls"):
+            raise ValueError(f"image pooling must be 'pooler' or 'cls', got {pooling!r}")
+        self.backbone, self.pooling, self.normalize = backbone, pooling, bool(normalize)
+        cfg = backbone.config
+        hidden = getattr(cfg, "hidden_size", None) or (cfg.hidden_sizes[-1] if hasattr(cfg, "hidden_sizes") else
+                                                       None)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(int(hidden), num_labels))
+
+    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """float32 [batch, 3, H, W] -> float32 [batch, hidden]."""
+        return self.pooled(self.backbone(pixel_values=pixel_values))
+
+    def pooled(self, out) -> torch.Tensor:
+        """The pooled vector [batch, hidden] from a backbone output."""
+        pooled = out.last_hidden_state[:, 0] if self.pooling == "cls" else out.pooler_output.flatten(1)
+        return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Logits: float32 [batch, num_labels]."""
+        return self.head(self.features(pixel_values))
+
+
+def make_classifier(backbone: nn.Module, num_labels: int, spec, dropout: float = 0.1) -> nn.Module:
+    """The classifier class for ``spec.modality`` around ``backbone`` with a fresh head."""
+    cls = ImageClassifier if spec.modality == "image" else TextClassifier
+    return cls(backbone, num_labels, spec.pooling, dropout, spec.normalize)
+
+
+def save_classifier(model: nn.Module, tokenizer, out_dir: str | Path, meta: dict) -> Path:
+    """Write the model (safetensors) and its processor (tokenizer, or ``preprocessor_config.json`` for images)
+    to ``out_dir``; ``meta`` (labels, base model...) goes into ``classifier_config.json``. Returns the folder."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -72,12 +112,13 @@ def save_classifier(model: TextClassifier, tokenizer, out_dir: str | Path, meta:
     save_file({k: v.detach().contiguous().cpu() for k, v in model.head.state_dict().items()},
               str(out / "head.safetensors"))
     cfg = dict(meta, pooling=model.pooling, normalize=model.normalize, dropout=float(model.head[0].p),
-               num_labels=model.head[1].out_features)
+               num_labels=model.head[1].out_features,
+               modality="image" if isinstance(model, ImageClassifier) else "text")
     (out / "classifier_config.json").write_text(json.dumps(cfg, indent=2))
     return out
 
 
-def load_classifier(folder: str | Path) -> tuple[TextClassifier, object, dict]:
+def load_classifier(folder: str | Path) -> tuple[nn.Module, object, dict]:
     """Load what :func:`save_classifier` wrote. Returns (model in eval mode, tokenizer, config dict).
 
     Raises:
@@ -86,10 +127,18 @@ def load_classifier(folder: str | Path) -> tuple[TextClassifier, object, dict]:
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoTokenizer
 
+    from . import efficientnet_lite  # noqa: F401  (registers efficientnet_lite with AutoModel)
+    from .images import ImagePreprocessor
+
     folder = Path(folder)
     cfg = json.loads((folder / "classifier_config.json").read_text())
-    backbone = AutoModel.from_pretrained(folder / "backbone", trust_remote_code=False)
-    tokenizer = AutoTokenizer.from_pretrained(folder / "backbone")
-    model = TextClassifier(backbone, cfg["num_labels"], cfg["pooling"], cfg["dropout"], cfg.get("normalize", False))
+    from .models import trust_remote_code
+
+    backbone = AutoModel.from_pretrained(folder / "backbone", trust_remote_code=trust_remote_code())
+    image = cfg.get("modality") == "image"
+    tokenizer = (ImagePreprocessor.from_pretrained(folder / "backbone") if image
+                 else AutoTokenizer.from_pretrained(folder / "backbone"))
+    cls = ImageClassifier if image else TextClassifier
+    model = cls(backbone, cfg["num_labels"], cfg["pooling"], cfg["dropout"], cfg.get("normalize", False))
     model.head.load_state_dict(load_file(str(folder / "head.safetensors")))
     return model.eval(), tokenizer, cfg

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Sequence
 
 from .callbacks import Callback, Control, JsonlLogger, ProgressEvent
-from .data import PreparedData, prepare_data
+from .data import PreparedData, prepare_data, split_inputs
 from .errors import ConfigError
-from .evaluation import EvalReport, evaluate, plot_confusion, plot_training
+from .evaluation import EvalReport, evaluate, plot_confusion, plot_misclassified, plot_training
 from .inference import predict_logits
 from .methods import count_parameters, get_method
-from .models import DEFAULT_MODEL, ModelSpec, get_spec, load_backbone
-from .modeling import TextClassifier, save_classifier
+from .models import DEFAULT_MODELS, ModelSpec, get_spec, load_backbone
+from .modeling import TextClassifier, make_classifier, save_classifier
 from .training import TrainConfig, TrainResult, make_accelerator, train
 
 
@@ -39,7 +39,8 @@ class RunConfig:
     Attributes:
         train_file / test_file: uploads (see ``peft_core.data``); without test_file, ``test_fraction`` of the
             upload is held out and ``validation_fraction`` is used for early stopping.
-        model: registry key (e.g. "minilm"), local folder, or Hub ID.
+        model: registry key (e.g. "minilm", "efficientnet-lite0"), local folder, or Hub ID; empty: the bundled
+            model for the data (``models.DEFAULT_MODELS``: minilm for tables, efficientnet-lite0 for image zips).
         method: key of ``peft_core.methods.METHODS``; method_config: fields of that method's config class.
     """
 
@@ -47,7 +48,7 @@ class RunConfig:
     test_file: str | None = None
     text_column: str | None = None
     label_column: str | None = None
-    model: str = DEFAULT_MODEL
+    model: str = ""
     method: str = "head"
     method_config: dict = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -126,7 +127,7 @@ def build_model(model: str, method: str, method_config: dict, num_labels: int, d
     """
     m = get_method(method)
     backbone, tokenizer, spec = load_backbone(get_spec(model))
-    clf = TextClassifier(backbone, num_labels, spec.pooling, dropout, spec.normalize)
+    clf = make_classifier(backbone, num_labels, spec, dropout)
     wrapped = m.apply(clf, m.config_cls(**method_config), spec)
     trainable, total = count_parameters(wrapped)
     return wrapped, tokenizer, spec, trainable, total
@@ -150,12 +151,15 @@ def fine_tune(cfg: RunConfig, run_dir: str | Path, callbacks: Sequence[Callback]
     main = acc.is_main_process  # only the main process writes (several under ``accelerate launch``)
     data = data or prepare_data(cfg.train_file, cfg.test_file, text_column=cfg.text_column,
                                 label_column=cfg.label_column, test_fraction=cfg.test_fraction,
-                                validation_fraction=cfg.validation_fraction, seed=cfg.train.seed)
+                                validation_fraction=cfg.validation_fraction, seed=cfg.train.seed,
+                                extract_dir=images_dir(run_dir))
     method = get_method(cfg.method)
     tcfg = cfg.train.with_defaults(method.train_defaults)
     torch.manual_seed(tcfg.seed)  # the fresh head's initialisation is part of the run
-    model, tokenizer, spec, trainable, total = build_model(cfg.model, cfg.method, cfg.method_config,
-                                                           data.task.num_labels, tcfg.dropout)
+    modality = data_modality(data)
+    model, tokenizer, spec, trainable, total = build_model(cfg.model or DEFAULT_MODELS[modality], cfg.method,
+                                                           cfg.method_config, data.task.num_labels, tcfg.dropout)
+    check_modality(spec, modality)
     run_dir = Path(run_dir)  # written only once the data and the model are known to be good
     listeners = [JsonlLogger(run_dir / "events.jsonl"), *callbacks] if main else []
     if main:
@@ -170,21 +174,43 @@ def fine_tune(cfg: RunConfig, run_dir: str | Path, callbacks: Sequence[Callback]
         model = method.merge(model)
     model.eval()
     test = data.splits["test"]
-    logits = predict_sharded(acc, model, tokenizer, test["text"], tcfg.max_length)
+    logits = predict_sharded(acc, model, tokenizer, split_inputs(test), tcfg.max_length)
     report = evaluate(test["label"], logits, data.task.labels, data.splits["train"]["label"], "test")
     plots: dict[str, Path] = {}
     run = Run(run_dir, cfg, data, spec, model, tokenizer, tcfg, trainable, total, result, report, logits, plots)
     if main:
         meta = {"task": data.task.to_dict(), "id2label": data.task.to_dict()["id2label"],
                 "max_length": tcfg.max_length, "base_model": spec.to_dict(), "method": cfg.method,
-                "method_config": cfg.method_cfg().to_dict()}
+                "method_config": cfg.method_cfg().to_dict(), "modality": modality}
         save_classifier(model, tokenizer, run_dir / "model", meta)
         plots["confusion_matrix"] = plot_confusion(report, run_dir / "confusion_matrix.png")
+        if modality == "image":
+            plots["misclassified"] = plot_misclassified(split_inputs(test), test["label"], logits, data.task.labels,
+                                                        run_dir / "misclassified.png")
         plots["training"] = plot_training(result.step_losses, result.history, run_dir / "training.png")
         (run_dir / "report.json").write_text(json.dumps(_report_dict(run) | {"processes": acc.num_processes},
                                                         indent=2))
     acc.wait_for_everyone()
     return run
+
+
+def images_dir(run_dir: str | Path) -> Path | None:
+    """Where a run's zip upload is extracted: ``run_dir/data/images`` when the run folder exists already (app
+    jobs), else None (a temporary folder)."""
+    return Path(run_dir) / "data" / "images" if Path(run_dir).is_dir() else None
+
+
+def data_modality(data: PreparedData) -> str:
+    """"image" for image-folder data, "text" for tables."""
+    return "image" if data.task.kind == "image-classification" else "text"
+
+
+def check_modality(spec: ModelSpec, modality: str) -> None:
+    """Raises ConfigError when the base model does not take this kind of data."""
+    if spec.modality != modality:
+        raise ConfigError(f"model {spec.key!r} is a{'n' if spec.modality == 'image' else ''} {spec.modality} model "
+                          f"but the data are {'images' if modality == 'image' else 'texts'}; pick "
+                          f"{DEFAULT_MODELS[modality]!r} or another {modality} model")
 
 
 def predict_sharded(acc, model, tokenizer, texts, max_length: int):
@@ -208,10 +234,12 @@ def _report_dict(run: Run) -> dict:
 
 def bundle_config(run: Run, onnx_export, parity) -> dict:
     """The ``config.json`` written into the bundle."""
-    tok = run.tokenizer
+    tok, image = run.tokenizer, data_modality(run.data) == "image"
+    inputs = ({"preprocessing": tok.to_dict()} if image else
+              {"max_length": run.train_config.max_length, "pad_token": tok.pad_token, "pad_token_id": tok.pad_token_id})
     return {"format": "peft-onnx-bundle/1", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "task": run.data.task.to_dict(), "id2label": run.data.task.to_dict()["id2label"],
-            "max_length": run.train_config.max_length, "pad_token": tok.pad_token, "pad_token_id": tok.pad_token_id,
+            "modality": "image" if image else "text",
+            "task": run.data.task.to_dict(), "id2label": run.data.task.to_dict()["id2label"], **inputs,
             "input_names": onnx_export.input_names, "onnx": onnx_export.to_dict() | {"path": "model.onnx"},
             "base_model": run.spec.to_dict(), "method": run.config.method,
             "method_config": run.config.method_cfg().to_dict(), "train_config": run.train_config.to_dict(),
@@ -230,10 +258,10 @@ def export_run(run: Run, parity_rows: int = 68, int8: bool = True) -> ExportResu
     from exporters.bundle import build_bundle
     from exporters.onnx import export_onnx
     from exporters.parity import check_parity
-    from exporters.quantize import check_int8, quantize_int8
+    from exporters.quantize import check_int8, quantizable_share, quantize_int8
 
     test, max_length, out = run.data.splits["test"], run.train_config.max_length, run.run_dir / "export"
-    texts = list(test["text"])
+    texts = split_inputs(test)
     onnx_export = export_onnx(run.model, run.tokenizer, texts[:3], out / "model.onnx", max_length)
     parity = check_parity(run.model, run.tokenizer, onnx_export.path, texts, max_length, rows_per_check=parity_rows)
     (out / "parity.json").write_text(json.dumps(parity.to_dict(), indent=2))
@@ -242,7 +270,11 @@ def export_run(run: Run, parity_rows: int = 68, int8: bool = True) -> ExportResu
     cfg = bundle_config(run, onnx_export, parity)
     bundles = {"fp32": build_bundle(run.run_dir / "bundle-fp32.zip", onnx_export.path, run.tokenizer,
                                     cfg | {"precision": "fp32"}, parity)}
-    quant = None
+    quant, note = None, ""
+    if int8 and quantizable_share(onnx_export.path) < 0.2:  # MiniLM: 0.47 (its embeddings are the rest)
+        int8, note = False, (" No int8 bundle: dynamic int8 quantization covers MatMul/Gemm weights, only "
+                             f"{100 * quantizable_share(onnx_export.path):.0f}% of this model's; its convolutions "
+                             "stay fp32.")
     if int8:
         q_path = quantize_int8(onnx_export.path, out / "model.int8.onnx")
         quant = check_int8(onnx_export.path, q_path, run.tokenizer, texts, test["label"], max_length)
@@ -250,5 +282,5 @@ def export_run(run: Run, parity_rows: int = 68, int8: bool = True) -> ExportResu
         bundles["int8"] = build_bundle(run.run_dir / "bundle-int8.zip", q_path, run.tokenizer,
                                        cfg | {"precision": "int8", "int8": quant.to_dict()}, parity)
     default = "int8" if quant is not None and quant.acceptable else "fp32"
-    message = parity.summary() + (" " + quant.summary() if quant is not None else "")
+    message = parity.summary() + (" " + quant.summary() if quant is not None else "") + note
     return ExportResult(onnx_export, parity, bundles[default], message, quant, bundles)

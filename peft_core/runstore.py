@@ -23,7 +23,7 @@ def load_run(run_dir: str | Path):
     from .evaluation import EvalReport
     from .modeling import load_classifier
     from .models import ModelSpec
-    from .pipeline import Run, RunConfig
+    from .pipeline import Run, RunConfig, images_dir
     from .training import TrainConfig, TrainResult
 
     run_dir = Path(run_dir)
@@ -39,9 +39,10 @@ def load_run(run_dir: str | Path):
     spec = ModelSpec(**spec_dict)
     data = prepare_data(cfg.train_file, cfg.test_file, text_column=cfg.text_column, label_column=cfg.label_column,
                         test_fraction=cfg.test_fraction, validation_fraction=cfg.validation_fraction,
-                        seed=cfg.train.seed)
+                        seed=cfg.train.seed, extract_dir=images_dir(run_dir))
     training = {k: v for k, v in report["training"].items() if k != "step_losses"}
-    plots = {name: run_dir / f"{name}.png" for name in ("confusion_matrix", "training")}
+    plots = {name: run_dir / f"{name}.png" for name in ("confusion_matrix", "training", "misclassified")
+             if (run_dir / f"{name}.png").is_file()}
     return Run(run_dir, cfg, data, spec, model, tokenizer, TrainConfig(**report["train_config"]),
                report["trainable_parameters"], report["total_parameters"], TrainResult(**training),
                EvalReport(**report["evaluation"]), None, plots)

@@ -1,6 +1,6 @@
 """TaskSpec: what the model must predict, inferred from the data.
 
-A task is one entry of :data:`TASK_KINDS`; today ``text-classification``. The spec carries the standard
+A task is one entry of :data:`TASK_KINDS`: ``text-classification`` or ``image-classification``. The spec carries the standard
 label mapping fields of transformers configs (``num_labels``, ``id2label``, ``label2id``).
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 from .errors import ConfigError
 
-TASK_KINDS = ("text-classification",)
+TASK_KINDS = ("text-classification", "image-classification")
 
 
 @dataclass

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from .callbacks import Callback, Control, ProgressEvent
+from .data import split_inputs
 from .errors import ConfigError
-from .feeds import _layer_stack, first_trainable_layer, make_feed
+from .feeds import FeatureFeed, _layer_stack, first_trainable_layer, make_feed
 
 
 @dataclass
@@ -26,7 +27,8 @@ class TrainConfig:
     Units: ``learning_rate`` / ``head_learning_rate`` are AdamW step sizes for encoder (or adapter) parameters
     and for the head; ``warmup_ratio`` is the share of optimizer steps with linearly rising rate;
     ``max_length`` is in tokens; ``early_stopping_patience`` in epochs without a better validation macro-F1
-    (0 disables); ``dropout`` is the head's dropout probability.
+    (0 disables); ``dropout`` is the head's dropout probability; ``probe_epochs``: when the method trains more
+    than the head, first fit the head alone for up to this many epochs on cached features (LP-FT; 0: off).
     """
 
     epochs: int | None = None
@@ -40,18 +42,20 @@ class TrainConfig:
     early_stopping_patience: int | None = None
     seed: int = 42
     feature_cache: bool = True
+    probe_epochs: int | None = None
 
     def __post_init__(self) -> None:
         checks = {"epochs": (1, 1000), "batch_size": (1, 4096), "learning_rate": (0, 1), "head_learning_rate":
                   (1e-8, 1), "weight_decay": (0, 1), "warmup_ratio": (0, 0.9), "max_length": (8, 8192),
-                  "dropout": (0, 0.95), "early_stopping_patience": (0, 1000), "seed": (0, 2**32 - 1)}
+                  "dropout": (0, 0.95), "early_stopping_patience": (0, 1000), "seed": (0, 2**32 - 1),
+                  "probe_epochs": (0, 1000)}
         for name, (lo, hi) in checks.items():
             v = getattr(self, name)
             if v is None:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
                 raise ConfigError(f"{name} must be a number in [{lo}, {hi}], got {v!r}")
-            if name in ("epochs", "batch_size", "max_length", "early_stopping_patience", "seed"):
+            if name in ("epochs", "batch_size", "max_length", "early_stopping_patience", "seed", "probe_epochs"):
                 if int(v) != v:
                     raise ConfigError(f"{name} must be a whole number, got {v!r}")
                 setattr(self, name, int(v))
@@ -79,6 +83,7 @@ class TrainResult:
     seconds: float = 0.0
     used_feature_cache: bool = False
     cache: str = "none"
+    probe: dict = field(default_factory=dict)  # the linear-probe warm start, when one ran
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,7 +92,9 @@ class TrainResult:
 def set_train_mode(model: nn.Module) -> None:
     """``model.train()``, then eval mode for the frozen prefix of the encoder (embeddings and the leading layers
     with no trainable parameter; attention-probability dropout follows the module's own mode), so frozen
-    features are deterministic and cacheable. Layers from the first trainable one on stay in train mode."""
+    features are deterministic and cacheable. Layers from the first trainable one on stay in train mode, except
+    batch-norm layers, which always use their pretrained running statistics (the usual practice when fine-tuning
+    CNNs on small batches; their scale and shift still train where the method trains them)."""
     model.train()
     backbone = model.backbone  # PeftModel forwards attribute access to the wrapped TextClassifier
     found = _layer_stack(backbone)
@@ -100,6 +107,8 @@ def set_train_mode(model: nn.Module) -> None:
     for m in backbone.modules():
         if id(m) not in live and not any(p.requires_grad for p in m.parameters()):
             m.eval()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()  # keep the pretrained running statistics: small fine-tuning batches would overwrite them
 
 
 def make_accelerator():
@@ -145,7 +154,6 @@ def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequ
         ConfigError: a ``None`` hyper-parameter, or no trainable parameter.
     """
     from accelerate.utils import set_seed
-    from transformers import get_linear_schedule_with_warmup
 
     if any(v is None for v in asdict(cfg).values()):
         raise ConfigError("TrainConfig has unset fields; call with_defaults(method.train_defaults) first")
@@ -157,9 +165,78 @@ def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequ
     control = control or Control()
     emit = (lambda ev: [cb(ev) for cb in callbacks]) if acc.is_main_process else (lambda ev: None)
     t0 = time.perf_counter()
-    texts = {s: list(splits[s]["text"]) for s in ("train", "validation")}
+    texts = {s: split_inputs(splits[s]) for s in ("train", "validation")}
     labels = {s: torch.tensor(splits[s]["label"], dtype=torch.long) for s in texts}
-    feed = make_feed(model, tokenizer, texts, cfg.max_length, acc, cfg.feature_cache)
+    res = TrainResult()
+    if cfg.probe_epochs and _trains_beyond_head(model):
+        res.probe = _linear_probe(model, tokenizer, texts, labels, cfg, acc, emit, control)
+        if control.should_stop:
+            res.cancelled = True
+    if not res.cancelled:
+        feed = make_feed(model, tokenizer, texts, cfg.max_length, acc, cfg.feature_cache)
+        res.used_feature_cache, res.cache = feed.kind != "none", feed.kind
+        _fit(model, feed, labels, cfg, acc, emit, control, res, t0)
+    model.eval()
+    res.seconds = time.perf_counter() - t0
+    emit(ProgressEvent("end", len(res.step_losses), len(res.step_losses),
+                       message="cancelled" if res.cancelled else "finished", elapsed_s=res.seconds))
+    return res
+
+
+def _trains_beyond_head(model: nn.Module) -> bool:
+    return any(p.requires_grad and ".head." not in f".{n}" for n, p in model.named_parameters())
+
+
+def _linear_probe(model, tokenizer, texts, labels, cfg: TrainConfig, acc, emit, control) -> dict:
+    """LP-FT warm start (Kumar et al., "Fine-Tuning can Distort Pretrained Features", ICLR 2022): train the
+    head alone on cached pooled features of the still-unchanged encoder (LoRA starts as an exact no-op, last-N
+    layers are untouched), with the linear probe's defaults, before the encoder part trains. A trained head
+    instead of a random one keeps large random-head gradients out of the pretrained layers. Every process fits
+    the same head on the same gathered features (no gradient sync needed). Returns a summary dict."""
+    from .methods.head import TRAIN_DEFAULTS as PROBE
+
+    frozen = [p for n, p in model.named_parameters() if p.requires_grad and ".head." not in f".{n}"]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        feed = FeatureFeed(model, tokenizer, texts, cfg.max_length, acc)
+        pcfg = replace(cfg, epochs=cfg.probe_epochs, head_learning_rate=PROBE["head_learning_rate"],
+                       batch_size=PROBE["batch_size"], early_stopping_patience=PROBE["early_stopping_patience"])
+        emit(ProgressEvent("message", message=f"linear probe warm start: head only, up to {pcfg.epochs} epochs "
+                           "on cached features"))
+        part = TrainResult()
+        _fit(model, feed, labels, pcfg, _Local(acc.device), lambda ev: None, control, part, time.perf_counter())
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    best = part.history[part.best_epoch - 1] if part.best_epoch else {}
+    emit(ProgressEvent("message", message=f"linear probe warm start done: {len(part.history)} epochs, "
+                       f"validation macro-F1 {best.get('val_macro_f1', float('nan')):.4f}"))
+    return {"epochs": len(part.history), "best_epoch": part.best_epoch, "validation": best}
+
+
+class _Local:
+    """The few ``Accelerator`` members ``_fit`` uses, for a single-process fit on every process."""
+
+    num_processes, is_main_process = 1, True
+
+    def __init__(self, device):
+        self.device = device
+
+    def prepare(self, *objs):
+        return objs
+
+    def backward(self, loss):
+        loss.backward()
+
+    def unwrap_model(self, module):
+        return module
+
+
+def _fit(model, feed, labels, cfg: TrainConfig, acc, emit, control, res: TrainResult, t0: float) -> None:
+    """The epoch loop on ``feed``; fills ``res`` and restores the best epoch's weights (see :func:`train`)."""
+    from transformers import get_linear_schedule_with_warmup
+
     loader = torch.utils.data.DataLoader(np.arange(len(labels["train"])), batch_size=cfg.batch_size, shuffle=True,
                                          generator=torch.Generator().manual_seed(cfg.seed))
     optimizer = torch.optim.AdamW(_param_groups(model, cfg))
@@ -167,7 +244,6 @@ def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequ
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     module, optimizer, loader, scheduler = acc.prepare(feed.module, optimizer, loader, scheduler)
     total = cfg.epochs * len(loader)  # per process, after sharding
-    res = TrainResult(used_feature_cache=feed.kind != "none", cache=feed.kind)
     best, best_key, bad_epochs, step, top_f1, low_loss = None, None, 0, 0, -1.0, float("inf")
     emit(ProgressEvent("start", 0, total, message=f"{len(labels['train'])} training rows; cache: {feed.kind}; "
                        f"{acc.num_processes} process(es) on {acc.device}"))
@@ -211,8 +287,3 @@ def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequ
         top_f1, low_loss = max(top_f1, metrics["val_macro_f1"]), min(low_loss, metrics["val_loss"])
     if best is not None:
         model.load_state_dict(best, strict=False)
-    model.eval()
-    res.seconds = time.perf_counter() - t0
-    emit(ProgressEvent("end", step, total, message="cancelled" if res.cancelled else "finished",
-                       elapsed_s=res.seconds))
-    return res

@@ -150,3 +150,41 @@ def test_reload_mid_training_reattaches_and_cancel_stops_it(browser, url, sms_cs
     expect(page.locator("#history")).to_contain_text("cancelled", timeout=5_000)
     shot(page, "6_cancelled")
     ctx.close()
+
+
+def test_image_task_upload_train_gallery_try_it_export_and_a_broken_zip(browser, url, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.locator("#example-image").click()  # 300 committed MNIST digits
+    expect(page.locator("#data-report")).to_contain_text("300 images read", timeout=60_000)
+    expect(page.locator("#task input[value=image]")).to_be_checked()
+    expect(page.locator("#image-preview img").first).to_be_visible(timeout=15_000)
+    expect(page.locator("#text-col")).to_be_hidden()
+    shot(page, "7_images_loaded")
+    page.locator("#train-btn").click()
+    expect(page.locator("#run-status b[data-state=finished]")).to_be_visible(timeout=300_000)
+    accuracy = float(re.search(r"accuracy ([0-9.]+)", page.locator("#run-status").inner_text()).group(1))
+    assert accuracy > 0.5  # majority baseline: 0.10
+    expect(page.locator("#miss-img img")).to_be_visible(timeout=15_000)
+    shot(page, "8_images_finished")
+
+    with zipfile.ZipFile(Path(__file__).parents[1] / "examples" / "mnist_digits.zip") as z:
+        seven = tmp_path / "seven.png"
+        seven.write_bytes(z.read(next(n for n in z.namelist() if n.startswith("mnist_digits/7/") and
+                                      n.endswith(".png"))))
+    page.locator("#image-in input[type=file]").set_input_files(str(seven))
+    page.locator("#try-img-btn").click()
+    expect(page.get_by_test_id("label-output-value")).to_be_visible(timeout=30_000)
+    page.locator("#export-btn").click()
+    expect(page.locator("#export-md")).to_contain_text("Ready to download", timeout=240_000)
+    expect(page.locator("#export-md")).to_contain_text("convolutions stay fp32")
+    shot(page, "9_images_exported")
+
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes((Path(__file__).parents[1] / "examples" / "mnist_digits.zip").read_bytes()[:5000])
+    page.locator("#train-file button[aria-label='Clear']").first.click()
+    page.locator("#train-file input[type=file]").set_input_files(str(broken))
+    expect(page.get_by_text(re.compile("not a readable zip archive")).first).to_be_visible(timeout=30_000)
+    expect(page.locator("#miss-img img")).to_be_visible()  # earlier results stay
+    shot(page, "10_broken_zip_message")
+    page.close()

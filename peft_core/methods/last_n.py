@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from ..errors import ConfigError
 
 TRAIN_DEFAULTS = {"epochs": 4, "head_learning_rate": 1e-2, "learning_rate": 1e-4, "batch_size": 32,
-                  "early_stopping_patience": 2}
+                  "early_stopping_patience": 2, "probe_epochs": 0}
 
 
 @dataclass
@@ -25,7 +25,8 @@ class LastNConfig:
 
 
 def apply(model, config: LastNConfig, spec):
-    """Freeze everything in the encoder except its last ``num_layers`` layers.
+    """Freeze everything in the encoder except its last ``num_layers`` layers (or blocks / stages for image
+    models) and the modules that follow them (``spec.trainable_after``, e.g. a CNN's final 1x1 convolution).
 
     Raises:
         ConfigError: ``num_layers`` exceeds the model's layer count.
@@ -37,7 +38,8 @@ def apply(model, config: LastNConfig, spec):
     if config.num_layers > len(layers):
         raise ConfigError(f"num_layers={config.num_layers} but {spec.key} has only {len(layers)} layers")
     freeze(model.backbone)
-    for layer in layers[len(layers) - config.num_layers:]:
+    for layer in [*layers[len(layers) - config.num_layers:],
+                  *(model.backbone.get_submodule(name) for name in spec.trainable_after)]:
         for p in layer.parameters():
             p.requires_grad_(True)
     return model

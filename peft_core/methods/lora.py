@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from ..errors import ConfigError
 
 TRAIN_DEFAULTS = {"epochs": 4, "head_learning_rate": 1e-2, "learning_rate": 1e-3, "batch_size": 32,
-                  "early_stopping_patience": 2}
+                  "early_stopping_patience": 2, "probe_epochs": 60}
 
 
 @dataclass

@@ -1,0 +1,133 @@
+"""Classify images with this bundle's ONNX model. Needs only: pip install onnxruntime numpy Pillow
+
+    python predict.py photo1.jpg photo2.png          # label and confidence per image
+    python predict.py images/ --top-k 3              # every image under a folder (recursively)
+    python predict.py images/ --output predictions.csv
+
+Preprocessing (from config.json "preprocessing", the same steps as in training): open with Pillow, apply EXIF
+rotation, composite transparency on white, convert to RGB, resize to (height, width) with the given resampling
+filter, scale to [0, 1], subtract image_mean and divide by image_std per channel, layout [batch, 3, H, W].
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image, ImageOps
+
+HERE = Path(__file__).resolve().parent
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+MAX_PIXELS = 40_000_000  # Pillow's decompression-bomb guard
+
+
+def load_rgb(path: Path) -> Image.Image:
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    img = ImageOps.exif_transpose(Image.open(path))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return img.convert("RGB")
+
+
+class Classifier:
+    def __init__(self, folder: Path = HERE):
+        self.config = json.loads((folder / "config.json").read_text())
+        pre = self.config["preprocessing"]
+        self.size = (int(pre["size"]["height"]), int(pre["size"]["width"]))
+        self.resample = int(pre["resample"])
+        self.mean = np.asarray(pre["image_mean"], np.float32)
+        self.std = np.asarray(pre["image_std"], np.float32)
+        self.labels = [self.config["id2label"][str(i)] for i in range(len(self.config["id2label"]))]
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+
+    def pixels(self, path: Path) -> np.ndarray:
+        """float32 [3, H, W]."""
+        img = load_rgb(path).resize((self.size[1], self.size[0]), self.resample)
+        arr = (np.asarray(img, dtype=np.float32) / 255.0 - self.mean) / self.std
+        return arr.transpose(2, 0, 1)
+
+    def logits(self, paths: list[Path], batch_size: int = 32) -> np.ndarray:
+        """float32 [n, num_labels]."""
+        out = []
+        for i in range(0, len(paths), batch_size):
+            batch = np.stack([self.pixels(p) for p in paths[i:i + batch_size]])
+            out.append(self.session.run(["logits"], {"pixel_values": batch})[0])
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+
+    def probabilities(self, paths: list[Path]) -> np.ndarray:
+        z = self.logits(paths)
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+
+def safe_cell(text: str) -> str:
+    """Neutralise spreadsheet formulas (a cell starting with = + - @ gets a leading apostrophe)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+def collect(args: list[str]) -> tuple[list[Path], list[str]]:
+    """Image paths from files and folders; problems as messages."""
+    paths, problems = [], []
+    for a in args:
+        p = Path(a)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in EXTENSIONS)
+            if not found:
+                problems.append(f"{a}: no image files in this folder")
+            paths += found
+        elif p.is_file():
+            paths.append(p)
+        else:
+            problems.append(f"{a}: no such file or folder")
+    return paths, problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("images", nargs="+", help="image files and/or folders")
+    ap.add_argument("--top-k", type=int, default=1, help="how many labels to show per image")
+    ap.add_argument("--output", help="write a CSV (path, label, confidence) instead of printing")
+    args = ap.parse_args(argv)
+    paths, problems = collect(args.images)
+    for msg in problems:
+        print(f"error: {msg}", file=sys.stderr)
+    clf = Classifier()
+    good, bad = [], []
+    for p in paths:  # check every image first, so one bad file is named instead of failing the batch
+        try:
+            clf.pixels(p)
+            good.append(p)
+        except Exception as e:  # noqa: BLE001 - any unreadable image is reported by name and skipped
+            bad.append(p)
+            print(f"error: {p}: not a readable image ({type(e).__name__}: {e})", file=sys.stderr)
+    if not good:
+        print("error: no readable images", file=sys.stderr)
+        return 2
+    probs = clf.probabilities(good)
+    k = max(1, min(args.top_k, len(clf.labels)))
+    rows = []
+    for p, row in zip(good, probs):
+        top = np.argsort(-row)[:k]
+        rows.append((str(p), [(clf.labels[j], float(row[j])) for j in top]))
+    if args.output:
+        with open(args.output, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "label", "confidence"])
+            for path, top in rows:
+                w.writerow([safe_cell(path), safe_cell(top[0][0]), f"{top[0][1]:.6f}"])
+        print(f"wrote {len(rows)} predictions to {args.output}")
+    else:
+        for path, top in rows:
+            print(path + "\t" + "\t".join(f"{label} {conf:.4f}" for label, conf in top))
+    return 1 if (bad or problems) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
