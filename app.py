@@ -257,6 +257,16 @@ def cancel_run(owner, run_id):
     return views.status_html(info, jobs().progress(owner, run_id), None)
 
 
+@user_errors
+def delete_run(owner, run_id):
+    """Delete the selected run (its folder and record) once it has ended; frees its disk quota."""
+    if not run_id:
+        raise gr.Error("No run selected.", print_exception=False)
+    jobs().delete(owner, run_id)
+    gr.Info(f"Run {views.short(run_id)} deleted.")
+    return _picker(owner, None)
+
+
 def _results(info):
     """Outputs metrics, per-class, confusion matrix, training curve for a run (empty when it has no model)."""
     from peft_core.evaluation import EvalReport
@@ -453,6 +463,7 @@ def build_demo() -> gr.Blocks:
                              [t["started"], t["started_msg"]], api_name="train"
                              ).success(_picker, [owner, t["started"]], t["run"], **private)
         t["cancel_btn"].click(cancel_run, [owner, t["run"]], t["status"], api_name="cancel", concurrency_limit=None)
+        t["delete_btn"].click(delete_run, [owner, t["run"]], t["run"], api_name="delete", concurrency_limit=None)
         timer.tick(poll, [owner, t["run"], view],
                    [view, t["status"], t["loss_plot"], t["val_plot"], t["log"], t["metrics"], t["per_class"],
                     t["cm_img"], t["curve_img"], h["history"], t["run"], h["compare_pick"], h["config_dl"],

@@ -83,6 +83,7 @@ def train():
     with gr.Row():
         w["train_btn"] = gr.Button("Start training", variant="primary", elem_id="train-btn")
         w["cancel_btn"] = gr.Button("Cancel run", variant="stop", elem_id="cancel-btn")
+        w["delete_btn"] = gr.Button("Delete run", elem_id="delete-btn")
     w["started"] = gr.Textbox(visible=False)  # id of the run just started (the /train API result) ...
     w["started_msg"] = gr.Markdown(visible=False)  # ... and its first status (the page shows the live one)
     w["run"] = gr.Dropdown(label="Run shown below (your runs, newest first)", choices=[], elem_id="run-picker", allow_custom_value=True,

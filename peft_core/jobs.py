@@ -13,29 +13,60 @@ Owners are opaque tokens (the app keeps one per browser); only their SHA-256 is 
 names a run checks it, so a caller sees only its own runs (an unknown id and someone else's id look the same).
 At most ``max_concurrent`` runs train at once (env ``PEFT_MAX_CONCURRENT_RUNS``, default 1); the rest wait
 in a FIFO queue. Runs left queued or running by a previous process are marked failed when a manager starts.
+Runs train on the manager's worker threads; a manager with the default runner first does, in its own thread, the
+library set-ups that break when two runs do them at once (:func:`prime_for_threads`).
+
+Old runs are deleted so that a long-lived app (a free CPU Hugging Face Space: 2 vCPU, 16 GB RAM, about 50 GB of
+disk that is not persistent) does not fill its disk. Both limits are read from the environment when a manager is
+created (0 turns a limit off; anything else that is not a number >= 0 is a ConfigError):
+
+===========================  =======  =================================================================
+variable                     default  meaning
+===========================  =======  =================================================================
+``PEFT_RUN_TTL_HOURS``       72       hours a finished / failed / cancelled run is kept, counted from
+                                      when it ended (``JobInfo.finished``); older runs are deleted, folder
+                                      and record
+``PEFT_MAX_USER_DISK_MB``    2000     MB (10**6 bytes) of run folders one owner may hold; when over, that
+                                      owner's oldest ended runs are deleted until under; when the owner's
+                                      queued / running runs alone leave no room, ``submit`` is refused
+===========================  =======  =================================================================
+
+Cleanup runs when a manager starts (after recovery: runs the previous process left active are ended by then)
+and at every ``submit`` (expired runs of all owners, then the quota of the submitting owner, counting the
+size of the data files it is about to copy). Queued, running and cancelling runs, and runs being exported,
+are never deleted. A folder's size is the sum of its regular files' sizes (symlinks are not followed). The quota
+is checked only then: what a run writes while it trains (model, plots, bundles) may take its owner over the
+limit until the next submit or start.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
 import secrets
 import shutil
+import stat
 import threading
 import time
 import traceback
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .callbacks import Control, JsonlLogger, ProgressEvent
-from .errors import PeftCoreError
+from .errors import ConfigError, PeftCoreError
 from .progress import EventTail, Progress, summarize
 
 ACTIVE = ("queued", "running", "cancelling")
 TERMINAL = ("finished", "failed", "cancelled")
+DEFAULT_RUN_TTL_HOURS = 72.0  # a finished / failed / cancelled run is deleted this many hours after it ended
+DEFAULT_MAX_USER_DISK_MB = 2000.0  # MB (10**6 bytes) of run folders per owner
+MB = 1_000_000
+log = logging.getLogger(__name__)
 
 
 class JobError(PeftCoreError, LookupError):
@@ -53,6 +84,64 @@ def owner_hash(token: str) -> str:
 def new_owner_token() -> str:
     """A fresh unguessable owner token (32 URL-safe characters)."""
     return secrets.token_urlsafe(24)
+
+
+def _env_limit(name: str, default: float) -> float:
+    """A limit >= 0 from environment variable ``name`` (``default`` when unset or empty; 0 means off).
+
+    Raises:
+        ConfigError: the value is not a finite number >= 0.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw.replace("_", ""))
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"environment variable {name}={raw!r} must be 0 (off) or a positive number")
+    return value
+
+
+def folder_bytes(path: str | Path) -> int:
+    """Bytes in the regular files under ``path`` (apparent sizes; symlinks not followed; a missing or
+    vanishing file counts 0)."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
+
+
+_PRIMED = threading.Lock()
+
+
+def prime_for_threads() -> None:
+    """Do, once and in the calling thread, the first-time set-ups of the training stack that are not
+    thread-safe, so that runs (and the app's requests) can then start in parallel threads. A manager with the
+    default runner calls it before its first run; both failures below were seen with two runs starting at once
+    in a fresh process (tests/test_load.py):
+
+    - the first ``import transformers``: meanwhile ``sys.modules`` holds a module that is then replaced by a lazy
+      one, and a thread importing it in that window keeps the stale, empty module. datasets does that whenever
+      it fingerprints a Dataset, so preparing data failed with "module 'transformers' has no attribute
+      'PreTrainedTokenizerBase'";
+    - accelerate's process-wide ``GradientState``: the first ``Accelerator`` fills it field by field, and one
+      created meanwhile read it half-filled ("'GradientState' object has no attribute 'plugin_kwargs'").
+    """
+    with _PRIMED:
+        import transformers
+
+        from .training import make_accelerator
+
+        transformers.PreTrainedTokenizerBase  # noqa: B018 -- resolve the lazy attribute datasets looks up
+        make_accelerator()  # fills accelerate's shared state with what every run's Accelerator uses
 
 
 @dataclass
@@ -79,6 +168,12 @@ class JobInfo:
         if self.started is None:
             return None
         return (self.finished or time.time()) - self.started
+
+    @property
+    def ended_at(self) -> float:
+        """Unix seconds when the run ended (its creation time if that was never recorded); what the TTL counts
+        from and what "oldest" means for the disk quota."""
+        return self.finished or self.created
 
     @property
     def has_model(self) -> bool:
@@ -117,10 +212,18 @@ class JobManager:
         max_concurrent: runs training at once (default: env ``PEFT_MAX_CONCURRENT_RUNS`` or 1).
         runner: ``fine_tune``-compatible callable (cfg, run_dir, callbacks, control) -> Run; tests may swap it.
         keep_in_memory: trained runs kept loaded for predict / export (older ones are reloaded from disk).
+        run_ttl_hours: hours an ended run is kept after it ended (default: env ``PEFT_RUN_TTL_HOURS`` or 72;
+            0 keeps runs forever).
+        max_user_disk_mb: MB (10**6 bytes) of run folders per owner (default: env ``PEFT_MAX_USER_DISK_MB`` or
+            2000; 0 means no limit).
+
+    Raises:
+        JobError: max_concurrent < 1. ConfigError: a cleanup limit (argument or environment) is not >= 0.
     """
 
     def __init__(self, root: str | Path, max_concurrent: int | None = None, runner: Callable | None = None,
-                 keep_in_memory: int = 2) -> None:
+                 keep_in_memory: int = 2, run_ttl_hours: float | None = None,
+                 max_user_disk_mb: float | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_concurrent = int(max_concurrent or os.environ.get("PEFT_MAX_CONCURRENT_RUNS", "1"))
@@ -134,8 +237,20 @@ class JobManager:
         self._tails: dict[str, EventTail] = {}
         self._loaded: OrderedDict[str, object] = OrderedDict()
         self._keep = keep_in_memory
+        self.run_ttl_hours = float(_env_limit("PEFT_RUN_TTL_HOURS", DEFAULT_RUN_TTL_HOURS)
+                                   if run_ttl_hours is None else run_ttl_hours)
+        self.max_user_disk_mb = float(_env_limit("PEFT_MAX_USER_DISK_MB", DEFAULT_MAX_USER_DISK_MB)
+                                      if max_user_disk_mb is None else max_user_disk_mb)
+        for name in ("run_ttl_hours", "max_user_disk_mb"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 (off) or a positive number, got {getattr(self, name)!r}")
+        self._busy: dict[str, int] = {}  # run id -> exports in progress (never deleted meanwhile)
+        self._submit_lock = threading.Lock()  # quota check + folder creation, one submit at a time
+        if runner is None:
+            prime_for_threads()
         self._pool = ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="peft-run")
         self._recover()
+        self.cleanup()
 
     # ---- records -------------------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -144,6 +259,8 @@ class JobManager:
                 info = JobInfo(**json.loads(path.read_text()))
             except (ValueError, TypeError):
                 continue  # not a run folder of ours
+            if info.id != path.parent.name:
+                continue  # a record copied or edited by hand: never act on a folder it does not live in
             if info.state in ACTIVE:
                 info.state, info.finished = "failed", info.finished or time.time()
                 info.error = "the app stopped while this run was queued or training; start it again"
@@ -188,20 +305,125 @@ class JobManager:
             tail = self._tails.setdefault(run_id, EventTail(self.dir(run_id) / "events.jsonl"))
             return summarize(tail.read())
 
+    # ---- cleanup: age and disk quota -------------------------------------------------------------------
+    def disk_usage(self, token: str) -> int:
+        """Bytes in the run folders of ``token``'s runs (all states)."""
+        owner = owner_hash(token)
+        with self._lock:
+            ids = [j.id for j in self._jobs.values() if j.owner == owner]
+        return sum(folder_bytes(self.dir(i)) for i in ids)
+
+    def cleanup(self, now: float | None = None) -> list[str]:
+        """Delete ended runs older than ``run_ttl_hours`` (all owners), then, for every owner over
+        ``max_user_disk_mb``, that owner's oldest ended runs until under. ``now``: Unix seconds to count ages
+        from (default: the current time). Returns the ids deleted. Active and exporting runs are kept."""
+        deleted = self._expire(time.time() if now is None else now)
+        with self._lock:
+            owners = sorted({j.owner for j in self._jobs.values()})
+        for owner in owners:
+            deleted += self._fit_quota(owner, 0)[0]
+        return deleted
+
+    def delete(self, token: str, run_id: str) -> None:
+        """Delete one of ``token``'s ended runs (folder and record).
+
+        Raises:
+            JobError: not this owner's run, or it is still queued / running / cancelling (cancel it first and
+                wait until it has ended) or being exported.
+        """
+        info = self.get(token, run_id)
+        if not self._delete(run_id, "deleted by its owner"):
+            raise JobError(f"run {run_id[:8]} is {info.state if info.state in ACTIVE else 'being exported'}: "
+                           "cancel it first (or wait until it has ended), then delete it")
+
+    def _delete(self, run_id: str, why: str) -> bool:
+        """Remove an ended, not exporting run: record first (so nobody sees a half-deleted run), then its
+        status.json (so a partly removed folder is not recovered at the next start), then the folder.
+        Returns False, deleting nothing, when the run is active, exporting or unknown."""
+        with self._lock:
+            info = self._jobs.get(run_id)
+            if info is None or info.state not in TERMINAL or self._busy.get(run_id):
+                return False
+            del self._jobs[run_id]
+            self._tails.pop(run_id, None)
+            self._loaded.pop(run_id, None)
+            self._controls.pop(run_id, None)
+        run_dir = self.dir(run_id)
+        (run_dir / "status.json").unlink(missing_ok=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        log.info("deleted run %s (%s, ended %s): %s", run_id, info.state,
+                 time.strftime("%Y-%m-%d %H:%M", time.localtime(info.ended_at)), why)
+        return True
+
+    def _expire(self, now: float) -> list[str]:
+        """Delete ended runs that ended more than ``run_ttl_hours`` before ``now`` (Unix seconds)."""
+        if not self.run_ttl_hours:
+            return []
+        cutoff = now - self.run_ttl_hours * 3600
+        with self._lock:
+            old = [j.id for j in self._jobs.values() if j.state in TERMINAL and j.ended_at < cutoff]
+        return [i for i in old if self._delete(i, f"older than {self.run_ttl_hours:g} h (PEFT_RUN_TTL_HOURS)")]
+
+    def _fit_quota(self, owner: str, incoming: int) -> tuple[list[str], int, int]:
+        """Make room for ``incoming`` more bytes in ``owner``'s (a hash) runs: delete their oldest ended runs
+        while used + incoming > ``max_user_disk_mb``. Deletes nothing when the active runs alone leave no
+        room (the caller refuses). Returns (ids deleted, bytes used after, bytes held by active runs)."""
+        with self._lock:
+            runs = [JobInfo(**j.to_dict()) for j in self._jobs.values() if j.owner == owner]
+        sizes = {j.id: folder_bytes(self.dir(j.id)) for j in runs}
+        used = sum(sizes.values())
+        active = sum(sizes[j.id] for j in runs if j.state not in TERMINAL)
+        limit = self.max_user_disk_mb * MB
+        deleted: list[str] = []
+        if not limit or used + incoming <= limit or active + incoming > limit:
+            return deleted, used, active
+        why = f"its owner's runs were over {self.max_user_disk_mb:g} MB (PEFT_MAX_USER_DISK_MB)"
+        for j in sorted((j for j in runs if j.state in TERMINAL), key=lambda j: j.ended_at):
+            if used + incoming <= limit:
+                break
+            if self._delete(j.id, why):
+                used -= sizes[j.id]
+                deleted.append(j.id)
+        return deleted, used, active
+
     # ---- lifecycle -----------------------------------------------------------------------------------
     def submit(self, token: str, cfg) -> JobInfo:
         """Queue a run of ``cfg`` (a RunConfig) for ``token``; the data files are copied into the run folder.
 
+        First deletes expired runs (all owners) and, when this owner's run folders plus the data to copy exceed
+        ``max_user_disk_mb``, this owner's oldest ended runs until they fit (noted in the new run's log).
+
         Raises:
-            JobError: bad token. DataError: an input file is missing.
+            JobError: bad token, or the owner's queued / running runs alone leave no room under the disk quota.
+            DataError: an input file is missing.
         """
+        owner = owner_hash(token)
+        with self._submit_lock:
+            return self._submit(token, owner, cfg)
+
+    def _submit(self, token: str, owner: str, cfg) -> JobInfo:
         from .errors import DataError
         from .pipeline import versions
 
-        owner = owner_hash(token)
+        srcs = [Path(p) for p in (cfg.train_file, cfg.test_file) if p]
+        incoming = sum(p.stat().st_size for p in srcs if p.is_file())
+        self._expire(time.time())
+        deleted, used, active = self._fit_quota(owner, incoming)
+        limit = self.max_user_disk_mb * MB
+        if limit and active + incoming > limit:
+            raise JobError(
+                f"disk quota reached: your runs use {used / MB:,.1f} MB ({active / MB:,.1f} MB of it in runs still "
+                f"queued or training) and this run's data needs {incoming / MB:,.1f} MB more, over the limit of "
+                f"{self.max_user_disk_mb:,.0f} MB per user (PEFT_MAX_USER_DISK_MB). Wait until your queued or "
+                "running runs have ended (your oldest ended runs are then deleted to make room), or cancel one "
+                "and delete it, then start again")
         run_id = secrets.token_hex(16)
         run_dir = self.dir(run_id)
         (run_dir / "data").mkdir(parents=True)
+        if deleted:
+            JsonlLogger(run_dir / "events.jsonl")(ProgressEvent("message", message=(
+                f"deleted your {len(deleted)} oldest ended run(s) to stay under the disk limit of "
+                f"{self.max_user_disk_mb:,.0f} MB per user (PEFT_MAX_USER_DISK_MB)")))
         for attr in ("train_file", "test_file"):
             src = getattr(cfg, attr)
             if src:
@@ -251,28 +473,39 @@ class JobManager:
             if runner is None:
                 from .pipeline import fine_tune as runner
             run = runner(cfg, self.dir(run_id), [], control)
-        except Exception as e:  # noqa: BLE001 -- every failure is recorded on the run and shown to its owner
-            self._fail(run_id, e)
+            results, cancelled = _results(run), bool(run.train_result.cancelled)
+        except BaseException as e:  # every failure is recorded on the run and shown to its owner, even SystemExit:
+            self._fail(run_id, e)  # a run must never stay "running" with no worker left
+            if not isinstance(e, Exception):
+                raise
             return
         with self._lock:
             self._remember(run_id, run)
-            info.results = _results(run)
-            info.state = "cancelled" if run.train_result.cancelled else "finished"
+            info.results = results
+            info.state = "cancelled" if cancelled else "finished"
             info.finished = time.time()
             self._write(info)
             self._controls.pop(run_id, None)
 
-    def _fail(self, run_id: str, exc: Exception) -> None:
+    def _fail(self, run_id: str, exc: BaseException) -> None:
+        """Record ``exc`` on the run: state "failed", its message, error.log (traceback), a log line. The state
+        is set even when the folder cannot be written (disk full)."""
         run_dir = self.dir(run_id)
-        (run_dir / "error.log").write_text("".join(traceback.format_exception(exc)))
         why = str(exc) if isinstance(exc, PeftCoreError) else (
             f"unexpected error {type(exc).__name__}: {str(exc)[:300]} (traceback in error.log of the run folder)")
-        JsonlLogger(run_dir / "events.jsonl")(ProgressEvent("message", message=f"failed: {why}"))
+        try:
+            (run_dir / "error.log").write_text("".join(traceback.format_exception(exc)))
+            JsonlLogger(run_dir / "events.jsonl")(ProgressEvent("message", message=f"failed: {why}"))
+        except OSError:
+            log.exception("run %s failed (%s) and its log could not be written", run_id, why)
         with self._lock:
             info = self._jobs[run_id]
             info.state, info.error, info.finished = "failed", why, time.time()
-            self._write(info)
             self._controls.pop(run_id, None)
+            try:
+                self._write(info)
+            except OSError:
+                log.exception("could not write the status of failed run %s", run_id)
 
     def wait(self, token: str, run_id: str, timeout_s: float = 600, poll_s: float = 0.1) -> JobInfo:
         """Block until the run is finished / failed / cancelled. Raises TimeoutError after ``timeout_s``."""
@@ -323,9 +556,18 @@ class JobManager:
         path is recorded on the run. Raises JobError (see :meth:`run`) or ExportError."""
         from .pipeline import export_run
 
-        res = export_run(self.run(token, run_id))
-        if res.bundle is not None:
+        self.get(token, run_id)
+        with self._lock:
+            self._busy[run_id] = self._busy.get(run_id, 0) + 1  # a cleanup leaves it alone meanwhile
+        try:
+            res = export_run(self.run(token, run_id))
+            if res.bundle is not None:
+                with self._lock:
+                    self._jobs[run_id].bundle = str(res.bundle)
+                    self._write(self._jobs[run_id])
+        finally:
             with self._lock:
-                self._jobs[run_id].bundle = str(res.bundle)
-                self._write(self._jobs[run_id])
+                self._busy[run_id] -= 1
+                if not self._busy[run_id]:
+                    del self._busy[run_id]
         return res

@@ -38,8 +38,8 @@ def wait_until_done(client, owner, run_id, timeout_s=300):
 def test_full_flow_through_the_api(client, sms_small):
     owner = client.predict(api_name="/new_owner")
     f = handle_file(str(sms_small))
-    preview, text_col, label_col, report, classes = client.predict(f, None, api_name="/load_data")
-    assert text_col["value"] == "text" and label_col["value"] == "label"
+    preview, text_col, label_col, report, classes, gallery, task = client.predict(f, None, api_name="/load_data")
+    assert text_col["value"] == "text" and label_col["value"] == "label" and task == "text"
     assert "**400** rows" in report and [r[0] for r in classes["data"]] == ["ham", "spam"]
 
     run_id, status = client.predict(owner, f, None, "text", "label", "minilm", "head", **HP, api_name="/train")
@@ -62,6 +62,12 @@ def test_full_flow_through_the_api(client, sms_small):
     for call in (dict(api_name="/status"), dict(api_name="/export")):
         with pytest.raises(AppError, match="no run"):
             client.predict(stranger, run_id, **call)
+    with pytest.raises(AppError, match="no run"):
+        client.predict(stranger, run_id, api_name="/delete")
+    client.predict(owner, run_id, api_name="/delete")
+    assert client.predict(owner, api_name="/runs") == []
+    with pytest.raises(AppError, match="no run"):
+        client.predict(owner, run_id, api_name="/status")
 
 
 def test_errors_reach_the_user_as_messages(client, sms_small, tmp_path):

@@ -302,3 +302,34 @@ def test_text_model_on_images_is_refused(small_zip, tmp_path):
         fine_tune(RunConfig(train_file=str(small_zip), model="minilm"), tmp_path / "x")
     assert not (tmp_path / "x" / "model").exists()
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+@pytest.mark.parametrize("arch", ["vit", "resnet"])
+def test_any_local_transformers_image_model_folder_works(arch, small_zip, tmp_path):
+    """A ViT (class-token pooling) and a ResNet (pooler output, stages as layers) saved as ordinary transformers
+    folders: loaded, trained (head and last_n), exported with parity. Tiny random weights: the point is the plumbing."""
+    from transformers import ResNetConfig, ResNetModel, ViTConfig, ViTModel
+
+    from peft_core.pipeline import RunConfig, export_run, fine_tune
+    from peft_core.training import TrainConfig
+
+    torch.manual_seed(0)
+    if arch == "vit":
+        model = ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                   image_size=64, patch_size=16), add_pooling_layer=False)
+    else:
+        model = ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]))
+    folder = tmp_path / arch
+    model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(
+        {"image_processor_type": "ViTImageProcessor", "size": {"height": 64, "width": 64}, "resample": 2,
+         "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "do_normalize": True}))
+    for method in ("head", "last_n"):
+        cfg = RunConfig(train_file=str(small_zip), model=str(folder), method=method,
+                        method_config={"num_layers": 1} if method == "last_n" else {},
+                        train=TrainConfig(epochs=2, probe_epochs=0))
+        run = fine_tune(cfg, tmp_path / f"{arch}_{method}")
+        assert run.spec.modality == "image" and run.spec.pooling == ("cls" if arch == "vit" else "pooler")
+        assert run.tokenizer.size == (64, 64) and len(run.train_result.history) >= 1
+    res = export_run(run, parity_rows=8)
+    assert res.parity.passed, res.parity.summary()

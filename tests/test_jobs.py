@@ -1,10 +1,17 @@
-"""Runs as background jobs (peft_core.jobs): lifecycle, owners, queue, cancel, failure, restart, rebuild."""
+"""Runs as background jobs (peft_core.jobs): lifecycle, owners, queue, cancel, failure, restart, rebuild, cleanup by
+age and disk quota, a worker dying mid-run."""
 import json
+import os
+import shutil
+import threading
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from peft_core.errors import ConfigError
 from peft_core.jobs import JobError, JobManager, new_owner_token
 from peft_core.pipeline import RunConfig
 from peft_core.training import TrainConfig
@@ -124,3 +131,307 @@ def test_a_restarted_manager_lists_old_runs_and_rebuilds_them(manager, finished)
                                    predict_logits(original.model, original.tokenizer, texts, 64), atol=1e-5)
     finally:
         fresh.shutdown()
+
+
+# ---- cleanup by age and per-owner disk quota; failures mid-run ------------------------------------------------
+MB = 1_000_000
+HOUR = 3600
+
+
+class FakeRunner:
+    """Stands in for ``fine_tune`` where real training adds nothing: ``cfg.model`` = "fake:<MB>[:hold]" writes
+    that many MB into the run folder (atomically), then with "hold" waits for ``release`` before "finishing"."""
+
+    def __init__(self):
+        self.release = threading.Event()
+
+    def __call__(self, cfg, run_dir, callbacks, control):
+        _, mb, *hold = cfg.model.split(":")
+        tmp = Path(run_dir) / "model.tmp"
+        tmp.write_bytes(bytes(int(float(mb) * MB)))
+        tmp.replace(Path(run_dir) / "model.bin")
+        if hold:
+            assert self.release.wait(60), "the test never released the held run"
+        return SimpleNamespace(
+            train_result=SimpleNamespace(best_epoch=1, history=[{"val_macro_f1": 0.9}], stopped_early=False,
+                                         seconds=0.01, cancelled=False),
+            eval_report=SimpleNamespace(accuracy=0.9, macro_f1=0.9, baseline_accuracy=0.5),
+            trainable_parameters=1, total_parameters=10)
+
+
+@pytest.fixture
+def tiny_csv(tmp_path_factory):
+    """10 rows, 2 classes, outside the managers' roots (the fake runner never reads it)."""
+    path = tmp_path_factory.mktemp("tiny") / "tiny.csv"
+    path.write_text("text,label\n" + "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(10)))
+    return path
+
+
+def fake_cfg(path, mb=0.0, hold=False):
+    return RunConfig(train_file=str(path), model=f"fake:{mb}" + (":hold" if hold else ""))
+
+
+def write_record(root, run_id, **fields):
+    """A run folder as an earlier process left it: status.json + a 1 kB file."""
+    d = root / run_id
+    d.mkdir(parents=True)
+    (d / "model.bin").write_bytes(bytes(1000))
+    record = {"id": run_id, "owner": "0" * 64, "state": "finished", "model": "minilm", "method": "head"} | fields
+    (d / "status.json").write_text(json.dumps(record))
+    return d
+
+
+def test_ended_runs_older_than_the_ttl_are_deleted_at_start(tmp_path):
+    now = time.time()
+    old = {name: write_record(tmp_path, name * 32, state=state, created=now - 80 * HOUR, finished=now - 73 * HOUR)
+           for name, state in (("a", "finished"), ("b", "failed"), ("c", "cancelled"))}
+    kept = {"recent": write_record(tmp_path, "d" * 32, created=now - 80 * HOUR, finished=now - 71 * HOUR),
+            # active when the previous process stopped: recovered as failed now, so 72 h from now
+            "was_running": write_record(tmp_path, "e" * 32, state="running", created=now - 100 * HOUR,
+                                        started=now - 99 * HOUR),
+            # a record that names another folder, and a folder that is not a run: never touched
+            "moved": write_record(tmp_path, "f" * 32, created=now - 100 * HOUR, finished=now - 99 * HOUR),
+            "not_a_run": tmp_path / "not_a_run"}
+    json_path = kept["moved"] / "status.json"
+    json_path.write_text(json.dumps(dict(json.loads(json_path.read_text()), id="9" * 32)))
+    kept["not_a_run"].mkdir()
+    (tmp_path / ".browser_secret").write_text("x")
+    m = JobManager(tmp_path, max_concurrent=1, run_ttl_hours=72, max_user_disk_mb=0)
+    try:
+        assert not any(d.exists() for d in old.values())
+        assert all(d.exists() for d in kept.values()) and (tmp_path / ".browser_secret").exists()
+        assert set(m._jobs) == {"d" * 32, "e" * 32}
+        assert m.cleanup(now=now + 2 * HOUR) == ["d" * 32]  # 73 h after it ended
+        assert not kept["recent"].exists() and kept["was_running"].exists()
+    finally:
+        m.shutdown()
+
+
+def test_ttl_cleanup_at_submit_deletes_only_ended_runs(tmp_path, tiny_csv):
+    fake = FakeRunner()
+    ttl_s = 0.5
+    m = JobManager(tmp_path, max_concurrent=1, runner=fake, run_ttl_hours=ttl_s / HOUR, max_user_disk_mb=0)
+    try:
+        token = new_owner_token()
+        ended = m.wait(token, m.submit(token, fake_cfg(tiny_csv, 0.1)).id, timeout_s=10)
+        held = m.submit(token, fake_cfg(tiny_csv, 0.1, hold=True))
+        wait_for(lambda: m.get(token, held.id).state == "running", 10, "the held run to start")
+        time.sleep(ttl_s + 0.1)  # the first run is now older than the TTL; the held one is running
+        queued = m.submit(token, fake_cfg(tiny_csv))
+        assert not m.dir(ended.id).exists()
+        with pytest.raises(JobError, match="no run"):
+            m.get(token, ended.id)
+        assert {j.id: j.state for j in m.list(token)} == {held.id: "running", queued.id: "queued"}
+        fake.release.set()
+        assert m.wait(token, queued.id, timeout_s=10).state == "finished"
+    finally:
+        fake.release.set()
+        m.shutdown()
+
+
+def test_quota_deletes_the_oldest_ended_runs_keeps_active_ones_and_refuses_when_they_fill_it(tmp_path, tiny_csv):
+    fake = FakeRunner()
+    m = JobManager(tmp_path, max_concurrent=2, runner=fake, run_ttl_hours=0, max_user_disk_mb=10)
+    me, other = new_owner_token(), new_owner_token()
+    try:
+        theirs = m.wait(other, m.submit(other, fake_cfg(tiny_csv, 6)).id, timeout_s=10)
+        r1, r2 = (m.wait(me, m.submit(me, fake_cfg(tiny_csv, 2)).id, timeout_s=10) for _ in range(2))
+        r3 = m.submit(me, fake_cfg(tiny_csv, 4, hold=True))
+        r4 = m.submit(me, fake_cfg(tiny_csv, 3, hold=True))  # 2 + 2 + data: room, nothing deleted
+        for r in (r3, r4):
+            wait_for(lambda r=r: (m.dir(r.id) / "model.bin").exists(), 10, "the held runs to write their model")
+        assert {j.id for j in m.list(me)} == {r1.id, r2.id, r3.id, r4.id}
+        assert 11 * MB < m.disk_usage(me) < 11.1 * MB
+
+        # over 10 MB: the oldest ended run goes, that is enough; running, queued and others' runs stay
+        r5 = m.submit(me, fake_cfg(tiny_csv, 1))
+        assert not m.dir(r1.id).exists() and m.dir(r2.id).exists()
+        assert {j.id: j.state for j in m.list(me)} == {r2.id: "finished", r3.id: "running", r4.id: "running",
+                                                        r5.id: "queued"}
+        assert m.get(other, theirs.id).state == "finished" and m.dir(theirs.id).exists()
+        assert "deleted your 1 oldest ended run(s)" in m.progress(me, r5.id).log[0]
+
+        # the active runs (7 MB) and this upload (4 MB) alone are over 10 MB: refused, nothing deleted
+        big = tiny_csv.parent / "big.csv"
+        big.write_bytes(b"text,label\n" + b"x,a\n" * (4 * MB // 4))
+        with pytest.raises(JobError) as refused:
+            m.submit(me, fake_cfg(big))
+        msg = str(refused.value)
+        assert msg.startswith("disk quota reached: your runs use 9.") and "(7.0 MB of it in runs still queued" in msg
+        assert "this run's data needs 4.0 MB more, over the limit of 10 MB per user (PEFT_MAX_USER_DISK_MB)" in msg
+        assert "Wait until your queued or running runs have ended" in msg and "delete it" in msg
+        assert m.dir(r2.id).exists() and len(m.list(me)) == 4 and len(list(tmp_path.iterdir())) == 5
+
+        # once they have ended, the same upload fits by deleting the oldest ended runs, oldest first
+        fake.release.set()
+        for r in (r3, r4, r5):
+            m.wait(me, r.id, timeout_s=10)
+        r6 = m.submit(me, fake_cfg(big))
+        gone = {r.id for r in (r2, r3, r4, r5) if not m.dir(r.id).exists()}
+        assert r2.id in gone and r5.id not in gone and len(gone) == 2
+        assert 8 * MB < m.disk_usage(me) <= 10 * MB  # 4 MB of data copied for r6 included
+        assert m.wait(me, r6.id, timeout_s=10).state == "finished"
+        assert m.get(other, theirs.id).state == "finished"
+    finally:
+        fake.release.set()
+        m.shutdown()
+
+
+def test_delete_and_bad_limits(tmp_path, tiny_csv, monkeypatch):
+    fake = FakeRunner()
+    m = JobManager(tmp_path, max_concurrent=1, runner=fake)
+    try:
+        assert (m.run_ttl_hours, m.max_user_disk_mb) == (72, 2000)  # the defaults
+        token = new_owner_token()
+        held = m.submit(token, fake_cfg(tiny_csv, 0, hold=True))
+        with pytest.raises(JobError, match="is (queued|running): cancel it first"):
+            m.delete(token, held.id)
+        with pytest.raises(JobError, match="no run"):
+            m.delete(new_owner_token(), held.id)
+        fake.release.set()
+        m.wait(token, held.id, timeout_s=10)
+        m.delete(token, held.id)
+        assert m.list(token) == [] and not m.dir(held.id).exists()
+    finally:
+        fake.release.set()
+        m.shutdown()
+    monkeypatch.setenv("PEFT_RUN_TTL_HOURS", "0.5")
+    monkeypatch.setenv("PEFT_MAX_USER_DISK_MB", "1_000")
+    m = JobManager(tmp_path, max_concurrent=1)
+    assert (m.run_ttl_hours, m.max_user_disk_mb) == (0.5, 1000)
+    m.shutdown()
+    for value, why in (("lots", "is not a number"), ("-1", "must be 0 \\(off\\) or a positive number")):
+        monkeypatch.setenv("PEFT_MAX_USER_DISK_MB", value)
+        with pytest.raises(ConfigError, match=f"PEFT_MAX_USER_DISK_MB='{value}' {why}"):
+            JobManager(tmp_path, max_concurrent=1)
+
+
+def copy_run(src_dir, root, run_id, finished):
+    """A copy of a real run folder under ``root`` as run ``run_id`` that ended at ``finished``."""
+    dst = shutil.copytree(src_dir, root / run_id)
+    record = json.loads((dst / "status.json").read_text())
+    (dst / "status.json").write_text(json.dumps(dict(record, id=run_id, finished=finished)))
+    return dst
+
+
+def test_cleanup_on_copies_of_a_real_run(manager, finished, tmp_path):
+    token, info = finished
+    src = manager.dir(info.id)
+    size = manager.disk_usage(token)
+    assert size == sum(f.stat().st_size for f in src.rglob("*") if f.is_file()) > 10 * MB  # the saved model
+    now = time.time()
+    expired = copy_run(src, tmp_path, "1" * 32, now - 73 * HOUR)
+    oldest, newer = copy_run(src, tmp_path, "2" * 32, now - 2 * HOUR), copy_run(src, tmp_path, "3" * 32, now - HOUR)
+    m = JobManager(tmp_path, max_concurrent=1, max_user_disk_mb=1.5 * size / MB)  # room for one run
+    try:
+        assert not expired.exists() and not oldest.exists() and newer.exists()
+        assert [j.id for j in m.list(token)] == ["3" * 32]
+        assert abs(m.disk_usage(token) - size) < 1000  # only status.json (id, finished) differs
+        assert m.run(token, "3" * 32).eval_report.accuracy == info.results["accuracy"]  # still rebuildable
+    finally:
+        m.shutdown()
+
+
+def dies_at_step(n):
+    """A listener that raises in the training thread at the n-th step event (after it is logged)."""
+    steps = []
+
+    def callback(event):
+        if event.kind == "step":
+            steps.append(event.step)
+            if len(steps) == n:
+                raise RuntimeError(f"worker died at step {event.step}")
+    return callback
+
+
+def test_a_worker_dying_mid_run_fails_that_run_only_and_the_manager_keeps_serving(tmp_path, sms_small):
+    from peft_core.pipeline import fine_tune
+
+    calls = []
+
+    def runner(cfg, run_dir, callbacks, control):  # the first run dies at its 3rd step, later ones train
+        calls.append(run_dir)
+        extra = [dies_at_step(3)] if len(calls) == 1 else []
+        return fine_tune(cfg, run_dir, [*callbacks, *extra], control)
+
+    def cfg():
+        return RunConfig(train_file=str(sms_small), method="head",
+                         train=TrainConfig(max_length=64, epochs=10, early_stopping_patience=0))
+
+    m = JobManager(tmp_path, max_concurrent=1, runner=runner)
+    try:
+        token = new_owner_token()
+        dead = m.wait(token, m.submit(token, cfg()).id, timeout_s=300)
+        assert dead.state == "failed" and not dead.has_model
+        assert dead.error == ("unexpected error RuntimeError: worker died at step 3 (traceback in error.log of "
+                              "the run folder)")
+        events = [json.loads(line) for line in (m.dir(dead.id) / "events.jsonl").read_text().splitlines()]
+        assert [e["step"] for e in events if e["kind"] == "step"] == [1, 2, 3]
+        assert events[-1] == dict(events[-1], kind="message", message=f"failed: {dead.error}")
+        assert "RuntimeError: worker died at step 3" in (m.dir(dead.id) / "error.log").read_text()
+        p = m.progress(token, dead.id)
+        assert p.step == 3 and p.log[-1].startswith("failed: unexpected error RuntimeError")
+
+        second = m.wait(token, m.submit(token, cfg()).id, timeout_s=300)
+        assert second.state == "finished" and second.error is None
+        assert second.results["accuracy"] > second.results["baseline_accuracy"]
+        assert {j.id: j.state for j in m.list(token)} == {dead.id: "failed", second.id: "finished"}
+    finally:
+        m.shutdown()
+
+
+def test_a_run_whose_worker_exits_is_failed_not_left_running(tmp_path, tiny_csv):
+    def runner(cfg, run_dir, callbacks, control):
+        if cfg.model == "exit":
+            raise SystemExit(3)
+        return FakeRunner()(cfg, run_dir, callbacks, control)
+
+    m = JobManager(tmp_path, max_concurrent=1, runner=runner)
+    try:
+        token = new_owner_token()
+        gone = m.wait(token, m.submit(token, RunConfig(train_file=str(tiny_csv), model="exit")).id, timeout_s=10)
+        assert gone.state == "failed" and gone.error.startswith("unexpected error SystemExit: 3")
+        assert m.wait(token, m.submit(token, fake_cfg(tiny_csv)).id, timeout_s=10).state == "finished"
+    finally:
+        m.shutdown()
+
+
+PRIMED_SCRIPT = """
+import sys, threading
+from peft_core.jobs import JobManager
+
+JobManager(sys.argv[1], max_concurrent=2).shutdown()  # the app creates its manager before serving
+import datasets
+errors, done = [], threading.Event()
+
+def fingerprint():  # what preparing data does in one run while another loads its model
+    while not done.is_set():
+        try:
+            datasets.Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]})
+        except Exception as e:
+            errors.append(repr(e))
+            return
+
+t = threading.Thread(target=fingerprint)
+t.start()
+from transformers import AutoModel, AutoTokenizer  # noqa
+from accelerate.state import GradientState
+done.set()
+t.join()
+assert not errors, errors
+assert {"sync_gradients", "plugin_kwargs"} <= set(GradientState._shared_state), GradientState._shared_state
+print("primed")
+"""
+
+
+def test_a_manager_primes_the_training_stack_before_runs_start_in_parallel(tmp_path):
+    """In a fresh process (the suite has long imported everything): without priming, a Dataset fingerprinted
+    while transformers is first imported fails ("no attribute 'PreTrainedTokenizerBase'"), and two first
+    Accelerators race on accelerate's shared GradientState; both broke 2 parallel runs in test_load.py."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", PRIMED_SCRIPT, str(tmp_path)], check=False, cwd=root,
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0 and out.stdout.strip().endswith("primed"), out.stderr[-2000:]
