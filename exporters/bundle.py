@@ -45,8 +45,8 @@ def model_card(cfg: dict) -> str:
                "python predict.py --csv file.csv --column text --output predictions.csv")
     return f"""# {title}
 
-Fine-tuned from **{base['source']}** (license: {base['license']}) with **{cfg['method']}**
-{_options(cfg['method_config'])}; {cfg['trainable_parameters']:,} of {cfg['total_parameters']:,} parameters
+Fine-tuned from **{base['source']}** (license: {base['license']}) with **{cfg['method']}** {_options(cfg['method_config'])};
+{cfg['trainable_parameters']:,} of {cfg['total_parameters']:,} parameters
 trained ({100 * cfg['trainable_parameters'] / cfg['total_parameters']:.3g}%).
 
 ## Data

@@ -12,6 +12,7 @@ import sys
 
 from .errors import PeftCoreError
 from .methods import METHODS
+from .image_data import is_image_upload
 from .models import DEFAULT_MODELS, REGISTRY
 
 
@@ -95,7 +96,7 @@ def cmd_train(args) -> int:
 
     def show_message(ev):
         if ev.kind == "message":
-            say(f"== Model {args.model or 'default'}, method {args.method}: {ev.message}")
+            say(f"== Model {args.model or DEFAULT_MODELS['image' if is_image_upload(args.data) else 'text']}, method {args.method}: {ev.message}")
 
     run = fine_tune(cfg, args.out, [show_message, TqdmBar(mininterval=2, file=sys.stderr)], data=data)
     r = run.train_result

@@ -160,7 +160,7 @@ def prepare_image_data(train_file: str | Path, test_file: str | Path | None = No
     Raises:
         DataError: see :func:`scan_zip`; fewer than 2 classes, too many, or classes too small to split.
     """
-    from .data import DataReport, PreparedData, _split, _to_datasets
+    from .data import DataReport, PreparedData, _split, _to_datasets, small_split_warnings
 
     limits = limits or Limits.from_env()
     root = Path(extract_dir) if extract_dir else Path(tempfile.mkdtemp(prefix="peft_images_"))
@@ -201,6 +201,7 @@ def prepare_image_data(train_file: str | Path, test_file: str | Path | None = No
                         + "; ".join(f"{k} ({v})" for k, v in bad[:10]) + (" ..." if len(bad) > 10 else ""))
     if notes["ignored"]:
         warnings.append(f"{notes['ignored']} system files ignored (__MACOSX, .DS_Store, hidden files)")
+    warnings += small_split_warnings({k: len(v) for k, v in splits.items()})
     dropped = {k: v for k, v in {"not an image file": len(notes["skipped_files"]),
                                  "unreadable image": len(notes["unreadable"])}.items() if v}
     task = TaskSpec(kind="image-classification", text_column="image", label_column="class folder",

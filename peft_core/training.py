@@ -20,6 +20,16 @@ from .errors import ConfigError
 from .feeds import FeatureFeed, _layer_stack, first_trainable_layer, make_feed
 
 
+def max_epochs() -> int:
+    """Most epochs a run may ask for: ``PEFT_MAX_EPOCHS`` (an operator limit for hosted apps), default 1000."""
+    import os
+
+    try:
+        return max(1, int(os.environ.get("PEFT_MAX_EPOCHS", "1000")))
+    except ValueError:
+        raise ConfigError(f"PEFT_MAX_EPOCHS={os.environ['PEFT_MAX_EPOCHS']!r} is not a whole number") from None
+
+
 @dataclass
 class TrainConfig:
     """Hyper-parameters. ``None`` means "the method's default" (``Method.train_defaults``).
@@ -45,7 +55,7 @@ class TrainConfig:
     probe_epochs: int | None = None
 
     def __post_init__(self) -> None:
-        checks = {"epochs": (1, 1000), "batch_size": (1, 4096), "learning_rate": (0, 1), "head_learning_rate":
+        checks = {"epochs": (1, max_epochs()), "batch_size": (1, 4096), "learning_rate": (0, 1), "head_learning_rate":
                   (1e-8, 1), "weight_decay": (0, 1), "warmup_ratio": (0, 0.9), "max_length": (8, 8192),
                   "dropout": (0, 0.95), "early_stopping_patience": (0, 1000), "seed": (0, 2**32 - 1),
                   "probe_epochs": (0, 1000)}

@@ -51,3 +51,13 @@ def test_remote_code_only_when_the_operator_enables_it(monkeypatch):
     monkeypatch.delenv("PEFT_TRUST_REMOTE_CODE")
     load_backbone(get_spec(minilm_folder()))
     assert seen[0] is False and True not in seen  # our call says False; transformers' inner calls never True
+
+
+def test_operator_caps_epochs(monkeypatch):
+    from peft_core.errors import ConfigError
+    from peft_core.training import TrainConfig
+
+    monkeypatch.setenv("PEFT_MAX_EPOCHS", "20")
+    assert TrainConfig(epochs=20).epochs == 20
+    with pytest.raises(ConfigError, match=r"epochs must be a number in \[1, 20\], got 21"):
+        TrainConfig(epochs=21)

@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("images", nargs="+", help="image files and/or folders")
     ap.add_argument("--top-k", type=int, default=1, help="how many labels to show per image")
-    ap.add_argument("--output", help="write a CSV (path, label, confidence) instead of printing")
+    ap.add_argument("--output", help="write a CSV (path, label, confidence, then label_2, confidence_2 ... up to "
+                                     "--top-k) instead of printing")
     args = ap.parse_args(argv)
     paths, problems = collect(args.images)
     for msg in problems:
@@ -119,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         with open(args.output, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["path", "label", "confidence"])
+            extra = [f"{name}_{i}" for i in range(2, k + 1) for name in ("label", "confidence")]
+            w.writerow(["path", "label", "confidence", *extra])  # top-1, then the next k-1 labels
             for path, top in rows:
-                w.writerow([safe_cell(path), safe_cell(top[0][0]), f"{top[0][1]:.6f}"])
+                w.writerow([safe_cell(path)] + [v for label, conf in top for v in (safe_cell(label), f"{conf:.6f}")])
         print(f"wrote {len(rows)} predictions to {args.output}")
     else:
         for path, top in rows:
