@@ -406,6 +406,7 @@ def config_to_form(config_file):
         raise gr.Error(f"Not a PEFT Studio run config ({type(e).__name__}: {str(e)[:200]}). Use the "
                        "config.json downloaded from a run.", print_exception=False) from e
     t = cfg.train.with_defaults(METHODS[cfg.method].train_defaults)
+    cfg.model = cfg.model or DEFAULT_MODELS["image" if _is_zip(cfg.train_file) else "text"]
     mc = cfg.method_cfg().to_dict()
     opts = [mc.get("r", 8), mc.get("alpha", 16), mc.get("dropout", 0.1),
             ", ".join(mc.get("target_modules") or []) if isinstance(mc.get("target_modules"), (list, tuple))

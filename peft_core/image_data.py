@@ -24,6 +24,7 @@ import pandas as pd
 from .errors import DataError
 from .images import IMAGE_EXTENSIONS, load_rgb
 from .limits import Limits
+from .readers import check_size
 from .tasks import TaskSpec
 from .validation import check_classes
 
@@ -77,12 +78,7 @@ def scan_zip(path: str | Path, dest: str | Path, limits: Limits | None = None) -
     archive = path.name
     if not path.is_file():
         raise DataError(f"file not found: {path}")
-    size = path.stat().st_size
-    if size == 0:
-        raise DataError(f"{archive} is empty (0 bytes); upload a zip of class folders")
-    if size > limits.max_upload_bytes:
-        raise DataError(f"{archive} is {size / 1e6:.3g} MB; the limit is {limits.max_upload_mb:g} MB "
-                        "(PEFT_MAX_UPLOAD_MB); upload fewer or smaller images")
+    check_size(path, limits, "upload a zip of class folders", "upload fewer or smaller images")
     try:
         z = zipfile.ZipFile(path)
         infos = z.infolist()

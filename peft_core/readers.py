@@ -215,6 +215,18 @@ def _read_parquet(path: Path) -> pd.DataFrame:
                         f"{str(e).split(': ')[-1].split('. ')[0][:200]}); export or upload it again") from e
 
 
+def check_size(path: Path, limits: Limits, empty_hint: str, large_hint: str) -> int:
+    """Size of an existing upload in bytes. Raises DataError (with the hint) when it is empty or over
+    ``limits.max_upload_mb``."""
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(f"{path.name} is empty (0 bytes); {empty_hint}")
+    if size > limits.max_upload_bytes:
+        raise DataError(f"{path.name} is {size / 1e6:.3g} MB; the limit is {limits.max_upload_mb:g} MB "
+                        f"(PEFT_MAX_UPLOAD_MB); {large_hint}")
+    return size
+
+
 def read_upload(path: str | Path, limits: Limits | None = None) -> Table:
     """Read one uploaded file, checking size, kind, encoding, structure and row count.
 
@@ -229,12 +241,8 @@ def read_upload(path: str | Path, limits: Limits | None = None) -> Table:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"{path.name}: unsupported file type {path.suffix!r}; use one of " + ", ".join(sorted(FORMATS)))
-    size = path.stat().st_size
-    if size == 0:
-        raise DataError(f"{path.name} is empty (0 bytes); upload a file with a header line and data rows")
-    if size > limits.max_upload_bytes:
-        raise DataError(f"{path.name} is {size / 1e6:.3g} MB; the limit is {limits.max_upload_mb:g} MB "
-                        "(PEFT_MAX_UPLOAD_MB); upload a sample of the rows or raise the limit")
+    check_size(path, limits, "upload a file with a header line and data rows",
+               "upload a sample of the rows or raise the limit")
     data = path.read_bytes()
     _check_kind(path, fmt, data[:1024])
     notes: list[str] = []
