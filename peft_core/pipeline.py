@@ -244,7 +244,7 @@ def bundle_config(run: Run, onnx_export, parity) -> dict:
             "base_model": run.spec.to_dict(), "method": run.config.method,
             "method_config": run.config.method_cfg().to_dict(), "train_config": run.train_config.to_dict(),
             "trainable_parameters": run.trainable_parameters, "total_parameters": run.total_parameters,
-            "data": {"source": run.data.report.source, "split_sizes": run.data.report.split_sizes},
+            "data": {"source": Path(run.data.report.source).name, "split_sizes": run.data.report.split_sizes},
             "metrics": run.eval_report.to_dict() | {"per_class": run.eval_report.per_class},
             "parity": {"passed": parity.passed, "max_abs_diff": parity.max_abs_diff,
                        "argmax_agreement": parity.argmax_agreement, "summary": parity.summary()},

@@ -65,6 +65,7 @@ def test_bundle_contents_and_predict_script(head_run, head_export, tmp_path):
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["id2label"] == {"0": "ham", "1": "spam"} and cfg["max_length"] == 64 and cfg["method"] == "head"
     assert cfg["metrics"]["accuracy"] == head_run.eval_report.accuracy and cfg["parity"]["passed"]
+    assert cfg["data"]["source"] == "sms_small.csv"  # the file name only: no server path leaks into the bundle
     card = (folder / "README.md").read_text()
     assert "apache-2.0" in card and f"{head_run.eval_report.accuracy:.4f}" in card
 
