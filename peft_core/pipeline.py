@@ -271,9 +271,10 @@ def export_run(run: Run, parity_rows: int = 68, int8: bool = True) -> ExportResu
     bundles = {"fp32": build_bundle(run.run_dir / "bundle-fp32.zip", onnx_export.path, run.tokenizer,
                                     cfg | {"precision": "fp32"}, parity)}
     quant, note = None, ""
-    if int8 and quantizable_share(onnx_export.path) < 0.2:  # MiniLM: 0.47 (its embeddings are the rest)
+    share = quantizable_share(onnx_export.path) if int8 else 1.0
+    if share < 0.2:  # MiniLM: 0.47 (its embeddings are the rest)
         int8, note = False, (" No int8 bundle: dynamic int8 quantization covers MatMul/Gemm weights, only "
-                             f"{100 * quantizable_share(onnx_export.path):.2g}% of this model's; its convolutions "
+                             f"{100 * share:.2g}% of this model's; its convolutions "
                              "stay fp32.")
     if int8:
         q_path = quantize_int8(onnx_export.path, out / "model.int8.onnx")

@@ -54,3 +54,24 @@ def head_export(head_run):
     from peft_core.pipeline import export_run
 
     return export_run(head_run, parity_rows=34)
+
+
+BLOCKED = ("torch", "transformers", "peft", "datasets", "pandas", "sklearn")
+
+
+def run_without_ml_stack(script: Path, argv: list[str], cwd: Path, also_blocked: tuple = (), timeout: int = 180):
+    """Run ``script`` (a bundle's predict.py) as __main__ in a fresh interpreter where importing any of
+    BLOCKED (+ ``also_blocked``) raises ImportError, as on a machine with only the bundle's requirements."""
+    import subprocess
+    import sys
+
+    blocked = BLOCKED + tuple(also_blocked)
+    code = ("import sys, runpy\n"
+            "class _Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name.split('.')[0] in {blocked!r}:\n"
+            "            raise ImportError(f'{name} is not allowed in the bundle')\n"
+            "sys.meta_path.insert(0, _Block())\n"
+            f"sys.argv = [{str(script)!r}, *{list(argv)!r}]\n"
+            f"runpy.run_path({str(script)!r}, run_name='__main__')\n")
+    return subprocess.run([sys.executable, "-c", code], check=True, cwd=cwd, timeout=timeout)

@@ -6,19 +6,10 @@ import zipfile
 
 import numpy as np
 
+from conftest import run_without_ml_stack
 from exporters.bundle import extract_bundle
 from exporters.parity import check_parity, ort_session
 from peft_core.inference import batch_inputs, predict_logits
-
-BLOCKER = '''
-import sys
-class _Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "transformers", "peft", "datasets", "pandas", "sklearn"):
-            raise ImportError(f"{name} is not allowed in the bundle")
-sys.meta_path.insert(0, _Block())
-'''
-
 
 def test_parity_passes_at_every_batch_size(head_export):
     p = head_export.parity
@@ -72,11 +63,8 @@ def test_bundle_contents_and_predict_script(head_run, head_export, tmp_path):
     test = head_run.data.splits["test"]
     texts = list(test["text"])
     (tmp_path / "in.csv").write_text("text\n" + "\n".join('"' + t.replace('"', '""') + '"' for t in texts))
-    (tmp_path / "block.py").write_text(BLOCKER)
-    code = (f"exec(open({str(tmp_path / 'block.py')!r}).read()); import runpy, sys; "
-            f"sys.argv = ['predict.py', '--csv', {str(tmp_path / 'in.csv')!r}, '--output', "
-            f"{str(tmp_path / 'out.csv')!r}]; runpy.run_path({str(folder / 'predict.py')!r}, run_name='__main__')")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, timeout=120)
+    run_without_ml_stack(folder / "predict.py", ["--csv", str(tmp_path / "in.csv"), "--output",
+                                                 str(tmp_path / "out.csv")], tmp_path, timeout=120)
     import csv
 
     rows = list(csv.DictReader(open(tmp_path / "out.csv", encoding="utf-8")))

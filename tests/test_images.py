@@ -5,8 +5,6 @@ import io
 import json
 import os
 import stat
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import run_without_ml_stack
 from peft_core.data import prepare_data
 from peft_core.errors import DataError
 from peft_core.limits import Limits
@@ -22,16 +21,6 @@ from peft_core.limits import Limits
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT / "examples" / "mnist_digits.zip"
 CIFAR = ROOT.parent / "shared" / "data" / "cifar10_mini" / "cifar10_test_mini_50pc.zip"
-BLOCKER = '''
-import sys
-class _Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "transformers", "peft", "datasets", "pandas", "sklearn", "tokenizers"):
-            raise ImportError(f"{name} is not allowed in the bundle")
-sys.meta_path.insert(0, _Block())
-'''
-
-
 def mnist_images(per_class: int) -> dict[str, list[bytes]]:
     """PNG bytes of the first ``per_class`` committed MNIST digits of each class."""
     out: dict[str, list[bytes]] = {}
@@ -246,11 +235,8 @@ def test_image_export_parity_and_bundle_predict_without_torch(image_head_run, tm
     images_dir.mkdir()
     for i, p in enumerate(images):
         (images_dir / f"{i:03d}.png").write_bytes(Path(p).read_bytes())
-    (tmp_path / "block.py").write_text(BLOCKER)
-    code = (f"exec(open({str(tmp_path / 'block.py')!r}).read()); import runpy, sys; "
-            f"sys.argv = ['predict.py', {str(images_dir)!r}, '--output', {str(tmp_path / 'out.csv')!r}]; "
-            f"runpy.run_path({str(folder / 'predict.py')!r}, run_name='__main__')")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, timeout=180)
+    run_without_ml_stack(folder / "predict.py", [str(images_dir), "--output", str(tmp_path / "out.csv")], tmp_path,
+                         also_blocked=("tokenizers",))
     rows = list(csv.DictReader(open(tmp_path / "out.csv", encoding="utf-8")))
     labels = image_head_run.data.task.labels
     torch_labels = [labels[i] for i in predict_logits(image_head_run.model, image_head_run.tokenizer, images,
