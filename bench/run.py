@@ -6,8 +6,8 @@
 
 Every training configuration runs in its own child process (so peak memory is its own), on the same data split,
 model (all-MiniLM-L6-v2 + mean pooling + linear head), method, epochs, batch size, max_length, learning rates and
-seed; the Trainer side uses DataCollatorWithPadding and random batches, our side its caches and sorted
-no-grad passes. Prints a markdown table of wall times, accuracies, ratios, inference speed, peak memory and the
+seed and fused AdamW; the Trainer side uses the stock transformers forward, DataCollatorWithPadding and random
+batches, our side its caches, padding-free training steps and sorted no-grad passes. Prints a markdown table of wall times, accuracies, ratios, inference speed, peak memory and the
 FLOP floor (measured fp32 matmul rate x counted FLOPs), and writes it to --out.
 """
 from __future__ import annotations
@@ -90,7 +90,7 @@ def _trainer(model, tok, data, cfg) -> None:
     import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, get_linear_schedule_with_warmup
 
-    from peft_core.training import _param_groups
+    from peft_core.training import make_optimizer
 
     class Wrapped(torch.nn.Module):  # Trainer wants a loss from forward(**batch)
         def __init__(self, inner):
@@ -101,9 +101,12 @@ def _trainer(model, tok, data, cfg) -> None:
             logits = self.inner(**inputs)
             return {"loss": torch.nn.functional.cross_entropy(logits, labels), "logits": logits}
 
+    for m in model.modules():  # the stock transformers forward on padded batches, as the standard stack runs it
+        if hasattr(m, "unpadded_training"):
+            m.unpadded_training = False
     ds = data.splits["train"].map(lambda b: tok(b["text"], truncation=True, max_length=cfg.max_length),
                                   batched=True, remove_columns=["text"]).rename_column("label", "labels")
-    opt = torch.optim.AdamW(_param_groups(model, cfg))
+    opt = make_optimizer(model, cfg)  # the same fused AdamW and parameter groups as ours
     steps = cfg.epochs * ((len(ds) + cfg.batch_size - 1) // cfg.batch_size)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps), steps)
     with tempfile.TemporaryDirectory() as out:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import unpad
 from .inference import batch_inputs, is_image_processor, map_sorted, sorted_batches, token_lengths
 
 CACHE_RAM_BYTES = int(float(os.environ.get("PEFT_CACHE_RAM_MB", "2048")) * 2**20)
@@ -82,13 +83,18 @@ def _view(backbone: nn.Module, layers_path: str, layers: Sequence[nn.Module], pa
 class _Suffix(nn.Module):
     """Trainable rest of a TextClassifier: layers K..L-1, pooling, head. forward(states [b,s,h], mask [b,s])."""
 
-    def __init__(self, model: nn.Module, suffix_backbone: nn.Module):
+    def __init__(self, model: nn.Module, suffix_backbone: nn.Module, layers: Sequence[nn.Module]):
         super().__init__()
         self.suffix, self.head = suffix_backbone, model.head
         self._pool = model.pool
+        self._layers = list(layers)  # a plain list: the same modules as in self.suffix, not registered twice
+        self._unpadded = unpad.supports(self._layers) and getattr(model, "unpadded_training", False)
 
     def forward(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.suffix(inputs_embeds=states, attention_mask=attention_mask).last_hidden_state
+        if self._unpadded and self.head.training and torch.is_grad_enabled():  # training steps: real tokens only
+            hidden = unpad.run_layers(self._layers, states, attention_mask)
+        else:
+            hidden = self.suffix(inputs_embeds=states, attention_mask=attention_mask).last_hidden_state
         return self.head(self._pool(hidden, attention_mask))
 
 
@@ -170,7 +176,8 @@ class PrefixFeed(TextFeed):
     def __init__(self, model, tokenizer, texts: dict, max_length: int, acc, depth: int):
         path, layers = _layer_stack(model.backbone)
         prefix = _view(model.backbone, path, list(layers)[:depth], passthrough=False).eval()
-        super().__init__(_Suffix(model, _view(model.backbone, path, list(layers)[depth:], True)), tokenizer,
+        super().__init__(_Suffix(model, _view(model.backbone, path, list(layers)[depth:], True), list(layers)[depth:]),
+                         tokenizer,
                          texts, max_length, acc)
         hidden = model.backbone.config.hidden_size
         self.states = {}

@@ -37,6 +37,8 @@ class TextClassifier(nn.Module):
         self.normalize = bool(normalize)
         hidden = backbone.config.hidden_size
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_labels))
+        #: training steps of BERT-style encoders run padding-free (``peft_core.unpad``); off: the stock forward
+        self.unpadded_training = True
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[batch, seq, hidden] float, [batch, seq] int -> [batch, hidden] float."""
@@ -49,7 +51,14 @@ class TextClassifier(nn.Module):
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Pooled encoder output: int64 [batch, seq] ids and mask -> float32 [batch, hidden]."""
+        """Pooled encoder output: int64 [batch, seq] ids and mask -> float32 [batch, hidden]. In training mode
+        with gradients on, BERT-style encoders run padding-free (same numbers, see ``peft_core.unpad``)."""
+        if self.training and self.unpadded_training and torch.is_grad_enabled():
+            from . import unpad
+
+            if unpad.encoder_layers(self.backbone) is not None:
+                return self.pool(unpad.encode(self.backbone, input_ids, attention_mask, token_type_ids),
+                                 attention_mask)
         kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
         return self.pool(hidden, attention_mask)

@@ -77,3 +77,38 @@ def test_stop_flag_cancels_within_a_step(small):
 def test_config_names_the_bad_field(field, value):
     with pytest.raises(ConfigError, match=field):
         TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize("method,options", [("lora", {"r": 8}), ("last_n", {"num_layers": 2})])
+def test_padding_free_steps_match_the_stock_forward(small, method, options, monkeypatch):
+    """A training step on packed real tokens gives the stock padded forward's logits and gradients."""
+    from peft_core import unpad
+    from peft_core.inference import batch_inputs
+
+    calls = []
+    real = unpad.run_layers
+    monkeypatch.setattr(unpad, "run_layers", lambda *a: calls.append(1) or real(*a))
+
+    torch.manual_seed(0)
+    model, tok, *_ = build_model("minilm", method, options, small.task.num_labels)
+    texts = list(small.splits["train"]["text"][:24])
+    batch = batch_inputs(tok, texts, 128)
+    assert batch["attention_mask"].float().mean() < 0.6  # a real shuffled batch: mostly padding
+    y = torch.tensor(small.splits["train"]["label"][:24])
+    model.train()
+    for m in model.modules():  # dropout off, so both paths compute the same function
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    got = {}
+    for unpadded in (True, False):
+        inner = model.base_model.model if hasattr(model, "peft_config") else model
+        inner.unpadded_training = unpadded
+        model.zero_grad(set_to_none=True)
+        logits = model(**batch)
+        torch.nn.functional.cross_entropy(logits, y).backward()
+        got[unpadded] = (logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert len(calls) == 1  # the padding-free path ran once, the stock one once
+    torch.testing.assert_close(got[True][0], got[False][0], atol=2e-5, rtol=1e-4)
+    assert got[True][1].keys() == got[False][1].keys() and len(got[True][1]) > 2
+    for n, g in got[True][1].items():
+        torch.testing.assert_close(g, got[False][1][n], atol=1e-5, rtol=1e-3, msg=n)

@@ -1,0 +1,126 @@
+"""Padding-free training steps for BERT-style encoders: the token-wise work runs on real tokens only.
+
+Training batches stay shuffled and class-mixed (length-grouped batches made one-class batches on SMS Spam and
+cost accuracy), so they are padded to their longest text; on SMS Spam about two thirds of the padded positions
+are padding. In a BERT layer everything except the attention scores is token-wise (Q/K/V and output
+projections, the feed-forward block, residuals, LayerNorm, dropout), so those run on the packed real tokens,
+float32 [total_tokens, hidden]; only Q, K and V are scattered back to [batch, heads, seq, head_dim] for
+``torch.nn.functional.scaled_dot_product_attention`` with the key-padding mask, and its output gathered again.
+This is the "unpadding" of packed BERT training (Mosaic BERT; NVIDIA's FasterTransformer "remove padding"),
+done here with plain PyTorch ops so autograd, peft's LoRA layers and dropout work unchanged.
+
+The outputs at real positions equal the padded layer's (same ops, same order of reduction per token; tests
+compare both paths); padded positions come back as zeros (they are masked out of pooling anyway). Used only
+for training steps: inference and export keep the stock transformers forward.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+#: layer classes whose forward is BERT's (transformers marks Roberta/XLM-R layers "Copied from BertLayer")
+#: rows per attention chunk (measured on SMS Spam, batch 32: see bench/results.md)
+ROWS_PER_CHUNK = 8
+SUPPORTED_LAYERS = {"BertLayer", "RobertaLayer", "XLMRobertaLayer", "CamembertLayer"}
+
+
+def supports(layers: Sequence[nn.Module]) -> bool:
+    """True when every layer is a plain BERT encoder layer this module can run padding-free (not a decoder, no
+    cross-attention, no feed-forward chunking, scaled-dot-product or eager attention)."""
+    if not layers:
+        return False
+    for layer in layers:
+        cfg = getattr(getattr(getattr(layer, "attention", None), "self", None), "config", None)
+        if type(layer).__name__ not in SUPPORTED_LAYERS or cfg is None:
+            return False
+        if cfg.is_decoder or getattr(layer, "add_cross_attention", False) or layer.chunk_size_feed_forward:
+            return False
+        if getattr(cfg, "_attn_implementation", "eager") not in ("sdpa", "eager"):
+            return False
+        if getattr(cfg, "position_embedding_type", "absolute") != "absolute":
+            return False
+    return True
+
+
+class _Plan:
+    """Where each real token goes for attention. The batch's rows are sorted by length and cut into chunks of
+    ``rows_per_chunk``; each chunk is padded only to its own longest row, so the attention scores, softmax and
+    attention-probability dropout (the parts that grow with batch x seq x seq) skip most of the padding too.
+    Tokens keep their absolute position embeddings from before, so regrouping rows does not change attention."""
+
+    def __init__(self, attention_mask: torch.Tensor, rows_per_chunk: int | None = None):
+        rows_per_chunk = rows_per_chunk or ROWS_PER_CHUNK
+        keep = attention_mask.bool()
+        b, s = keep.shape
+        self.idx = keep.reshape(-1).nonzero().squeeze(1)  # flat positions of real tokens, row-major
+        lengths = keep.sum(1).tolist()
+        offsets = [0]
+        for n in lengths:
+            offsets.append(offsets[-1] + n)
+        rows = sorted(range(b), key=lambda r: -lengths[r])
+        self.chunks, srcs = [], []
+        for c in range(0, b, rows_per_chunk):
+            part = [r for r in rows[c:c + rows_per_chunk] if lengths[r]]
+            if not part:
+                continue
+            width = lengths[part[0]]
+            src = torch.cat([torch.arange(offsets[r], offsets[r + 1]) for r in part])
+            dst = torch.cat([j * width + torch.arange(lengths[r]) for j, r in enumerate(part)])
+            ragged = any(lengths[r] != width for r in part)
+            mask = (torch.arange(width)[None, :] < torch.tensor([lengths[r] for r in part])[:, None]) if ragged else None
+            self.chunks.append((src.to(keep.device), dst.to(keep.device), len(part), width,
+                                None if mask is None else mask[:, None, None, :].to(keep.device)))
+            srcs.append(src)
+        self.order = torch.cat(srcs).argsort().to(keep.device)  # chunk-concatenated order -> packed order
+
+
+def _layer(layer: nn.Module, h: torch.Tensor, plan: _Plan) -> torch.Tensor:
+    """One BertLayer on packed tokens ``h`` float [T, hidden] (row-major real tokens of the batch)."""
+    sa = layer.attention.self
+    heads, dim = sa.num_attention_heads, sa.attention_head_size
+    q, k, v = sa.query(h), sa.key(h), sa.value(h)
+    out = []
+    for src, dst, rows, width, mask in plan.chunks:
+        def spread(x):  # [T, heads*dim] -> [rows, heads, width, dim] for this chunk, zeros at padding
+            part = x.index_select(0, src)
+            return part.new_zeros(rows * width, part.shape[-1]).index_copy(0, dst, part).view(
+                rows, width, heads, dim).transpose(1, 2)
+
+        ctx = nn.functional.scaled_dot_product_attention(
+            spread(q), spread(k), spread(v), attn_mask=mask, dropout_p=sa.dropout.p if sa.training else 0.0,
+            scale=sa.scaling)
+        out.append(ctx.transpose(1, 2).reshape(rows * width, heads * dim).index_select(0, dst))
+    ctx = torch.cat(out).index_select(0, plan.order)
+    attn = layer.attention.output(ctx, h)
+    return layer.output(layer.intermediate(attn), attn)
+
+
+def run_layers(layers: Sequence[nn.Module], hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Run ``layers`` (see :func:`supports`) on ``hidden`` float [batch, seq, hidden] with ``attention_mask``
+    int/bool [batch, seq] (1 = real token) computing token-wise parts on real tokens only.
+    Returns float [batch, seq, hidden], zeros at padded positions."""
+    b, s, width = hidden.shape
+    plan = _Plan(attention_mask)
+    h = hidden.reshape(b * s, width).index_select(0, plan.idx)
+    for layer in layers:
+        h = _layer(layer, h, plan)
+    return h.new_zeros(b * s, width).index_copy(0, plan.idx, h).view(b, s, width)
+
+
+def encoder_layers(backbone: nn.Module) -> Sequence[nn.Module] | None:
+    """The encoder layer list of a BERT-style backbone that :func:`encode` can run, else None."""
+    layers = getattr(getattr(backbone, "encoder", None), "layer", None)
+    if layers is None or not hasattr(backbone, "embeddings") or getattr(backbone.config, "is_decoder", False):
+        return None
+    return layers if supports(list(layers)) else None
+
+
+def encode(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+           token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """``backbone(...).last_hidden_state`` for a backbone with :func:`encoder_layers`, padding-free:
+    int64 [batch, seq] inputs -> float [batch, seq, hidden] (zeros at padded positions)."""
+    kw = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+    emb = backbone.embeddings(input_ids=input_ids, **kw)
+    return run_layers(list(backbone.encoder.layer), emb, attention_mask)
