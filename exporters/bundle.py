@@ -41,7 +41,7 @@ def model_card(cfg: dict) -> str:
     else:
         io = (f"inputs {', '.join(cfg['input_names'])} (int64 [batch, sequence], dynamic), output `logits` "
               f"(float32 [batch, {len(cfg['id2label'])}]); texts truncated to {cfg['max_length']} tokens.")
-        use = ('pip install onnxruntime tokenizers numpy\npython predict.py "some text"\n'
+        use = ('pip install "onnxruntime>=1.23" tokenizers numpy  # opset 23 (ONNX Attention)\npython predict.py "some text"\n'
                "python predict.py --csv file.csv --column text --output predictions.csv")
     return f"""# {title}
 
