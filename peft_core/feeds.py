@@ -176,9 +176,9 @@ class PrefixFeed(TextFeed):
     def __init__(self, model, tokenizer, texts: dict, max_length: int, acc, depth: int):
         path, layers = _layer_stack(model.backbone)
         prefix = _view(model.backbone, path, list(layers)[:depth], passthrough=False).eval()
-        super().__init__(_Suffix(model, _view(model.backbone, path, list(layers)[depth:], True), list(layers)[depth:]),
-                         tokenizer,
-                         texts, max_length, acc)
+        rest = list(layers)[depth:]
+        super().__init__(_Suffix(model, _view(model.backbone, path, rest, True), rest), tokenizer, texts, max_length,
+                         acc)
         hidden = model.backbone.config.hidden_size
         self.states = {}
         for s, rows in texts.items():
