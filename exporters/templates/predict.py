@@ -101,6 +101,7 @@ def main(argv=None):
             w.writerow(["text", "label", "probability"] + [f"p_{name}" for name in pred.labels])
             for t, i, p in zip(texts, ids, probs):
                 w.writerow([_safe_cell(t), _safe_cell(pred.labels[i]), f"{p[i]:.6f}"] + [f"{x:.6f}" for x in p])
+        print(f"wrote {len(texts)} predictions to {args.output}", file=sys.stderr)
     else:
         for t, i, p in zip(texts, ids, probs):
             print(f"{pred.labels[i]}\t{p[i]:.4f}\t{t}")
