@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -124,8 +125,11 @@ def build_bundle(out_zip: str | Path, onnx_path: str | Path, tokenizer, config: 
             with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as z:
                 for arc, src in files.items():
                     z.write(src, arc)
-                for arc, text in texts.items():
-                    z.writestr(arc, text)
+                for arc, text in texts.items():  # rw-r--r--, like the copied files (writestr's default is rw-------)
+                    info = zipfile.ZipInfo(arc, date_time=time.localtime()[:6])
+                    info.external_attr, info.compress_type = 0o644 << 16, zipfile.ZIP_DEFLATED
+                    z.writestr(info, text)
+            os.chmod(partial, 0o644)  # mkstemp makes it owner-only; a bundle is meant to be shared
             os.replace(partial, out_zip)
         finally:
             if os.path.exists(partial):

@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 
@@ -52,6 +53,9 @@ def test_bundle_contents_and_predict_script(head_run, head_export, tmp_path):
     fp32 = head_export.bundles["fp32"]
     names = set(zipfile.ZipFile(fp32).namelist())
     assert {"model.onnx", "tokenizer.json", "config.json", "predict.py", "README.md", "parity.json"} <= names
+    assert Path(fp32).stat().st_mode & 0o644 == 0o644  # readable by others: a bundle is meant to be shared
+    assert all(zipfile.ZipFile(fp32).getinfo(n).external_attr >> 16 & 0o644 == 0o644 for n in ("config.json",
+                                                                                              "README.md"))
     folder = extract_bundle(fp32, tmp_path / "bundle")
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["id2label"] == {"0": "ham", "1": "spam"} and cfg["max_length"] == 64 and cfg["method"] == "head"
