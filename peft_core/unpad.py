@@ -49,12 +49,11 @@ def supports(layers: Sequence[nn.Module]) -> bool:
 
 class _Plan:
     """Where each real token goes for attention. The batch's rows are sorted by length and cut into chunks of
-    ``rows_per_chunk``; each chunk is padded only to its own longest row, so the attention scores, softmax and
+    ``ROWS_PER_CHUNK``; each chunk is padded only to its own longest row, so the attention scores, softmax and
     attention-probability dropout (the parts that grow with batch x seq x seq) skip most of the padding too.
     Tokens keep their absolute position embeddings from before, so regrouping rows does not change attention."""
 
-    def __init__(self, attention_mask: torch.Tensor, rows_per_chunk: int | None = None):
-        rows_per_chunk = rows_per_chunk or ROWS_PER_CHUNK
+    def __init__(self, attention_mask: torch.Tensor):
         keep = attention_mask.bool()
         b, s = keep.shape
         self.idx = keep.reshape(-1).nonzero().squeeze(1)  # flat positions of real tokens, row-major
@@ -64,8 +63,8 @@ class _Plan:
             offsets.append(offsets[-1] + n)
         rows = sorted(range(b), key=lambda r: -lengths[r])
         self.chunks, srcs = [], []
-        for c in range(0, b, rows_per_chunk):
-            part = [r for r in rows[c:c + rows_per_chunk] if lengths[r]]
+        for c in range(0, b, ROWS_PER_CHUNK):
+            part = [r for r in rows[c:c + ROWS_PER_CHUNK] if lengths[r]]
             if not part:
                 continue
             width = lengths[part[0]]
@@ -115,7 +114,7 @@ def run_layers(layers: Sequence[nn.Module], hidden: torch.Tensor, attention_mask
 def encoder_layers(backbone: nn.Module) -> Sequence[nn.Module] | None:
     """The encoder layer list of a BERT-style backbone that :func:`encode` can run, else None."""
     layers = getattr(getattr(backbone, "encoder", None), "layer", None)
-    if layers is None or not hasattr(backbone, "embeddings") or getattr(backbone.config, "is_decoder", False):
+    if layers is None or not hasattr(backbone, "embeddings"):  # decoders: refused per layer by supports()
         return None
     return layers if supports(list(layers)) else None
 
