@@ -36,6 +36,38 @@ def test_onnx_axes_are_dynamic(head_run, head_export):
         assert sess.run(["logits"], feed)[0].shape == (2, 2)
 
 
+def test_attention_runs_in_its_3d_form(head_export):
+    import onnx
+
+    graph = onnx.load(head_export.onnx.path).graph
+    attention = [n for n in graph.node if n.op_type == "Attention"]
+    assert len(attention) == 6  # one per MiniLM layer, each fed [batch, sequence, hidden] directly
+    assert all({a.name: a.i for a in n.attribute}.get("q_num_heads") == 12 for n in attention)
+    assert not any(n.op_type == "Transpose" for n in graph.node)  # the per-head Reshape+Transpose chains are gone
+
+
+def test_bulk_scoring_on_parallel_workers_matches_one_session(head_run, head_export, tmp_path):
+    folder = extract_bundle(head_export.bundles["fp32"], tmp_path / "bundle")
+    sys.path.insert(0, str(folder))
+    try:
+        import importlib
+
+        import predict
+        importlib.reload(predict)  # another test may have imported an older bundle's predict.py
+    finally:
+        sys.path.pop(0)
+    texts = list(head_run.data.splits["test"]["text"])
+    serial = predict.Predictor(folder, workers=1)
+    parallel = predict.Predictor(folder, workers=2)
+    ids1, p1 = serial.predict(texts, max_tokens=64)
+    ids2, p2 = parallel.predict(texts, max_tokens=64)
+    assert parallel._bulk is not None and serial._bulk is None  # the parallel path really ran
+    np.testing.assert_allclose(p2, p1, atol=1e-5)
+    assert (ids1 == ids2).all() and len(ids1) == len(texts)
+    one = parallel.predict(texts[:1])[1]  # a single batch runs on the all-cores session
+    np.testing.assert_allclose(one, p1[:1], atol=1e-5)
+
+
 def test_parity_detects_a_wrong_model(head_run, head_export):
     import copy
 
