@@ -112,3 +112,54 @@ def test_padding_free_steps_match_the_stock_forward(small, method, options, monk
     assert got[True][1].keys() == got[False][1].keys() and len(got[True][1]) > 2
     for n, g in got[True][1].items():
         torch.testing.assert_close(g, got[False][1][n], atol=1e-5, rtol=1e-3, msg=n)
+
+
+def test_dropout_mask_drops_at_rate_p_and_scales_like_torch():
+    import numpy as np
+
+    from peft_core.unpad import dropout_mask
+
+    m = dropout_mask((1000, 1000), 0.1, np.random.default_rng(1))
+    assert m.dtype == torch.float32 and m.shape == (1000, 1000)
+    assert torch.unique(m).tolist() == [0.0, pytest.approx(1 / 0.9)]  # inverted dropout, as torch scales
+    assert abs((m == 0).float().mean().item() - 0.1) < 0.002  # 1e6 draws: binomial sd 3e-4
+    same = dropout_mask((1000, 1000), 0.1, np.random.default_rng(1))
+    other = dropout_mask((1000, 1000), 0.1, np.random.default_rng(2))
+    assert torch.equal(m, same) and not torch.equal(m, other)
+    assert abs((dropout_mask((1000, 1000), 0.5, np.random.default_rng(3)) == 0).float().mean().item() - 0.5) < 0.002
+
+
+@pytest.mark.parametrize("method,options", [("lora", {"r": 8}), ("last_n", {"num_layers": 2})])
+def test_padding_free_dropout_path_is_the_stock_layer_math(small, method, options, monkeypatch):
+    """With the encoder layers' dropout on, the padding-free step writes attention out by hand and applies its
+    own masks; with masks of ones it must compute exactly the stock (dropout-free) layer."""
+    from peft_core import unpad
+    from peft_core.inference import batch_inputs
+
+    masks = []
+    monkeypatch.setattr(unpad, "dropout_mask", lambda shape, p, rng: masks.append(p) or torch.ones(tuple(shape)))
+    torch.manual_seed(0)
+    model, tok, *_ = build_model("minilm", method, options, small.task.num_labels)
+    batch = batch_inputs(tok, list(small.splits["train"]["text"][:24]), 128)
+    y = torch.tensor(small.splits["train"]["label"][:24])
+    model.train()
+    layer_drops = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and ".layer." in n
+                   and "lora" not in n]
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    inner = model.base_model.model if hasattr(model, "peft_config") else model
+    got = {}
+    for unpadded in (True, False):
+        inner.unpadded_training = unpadded
+        for m in layer_drops:
+            m.p = 0.1 if unpadded else 0.0
+        model.zero_grad(set_to_none=True)
+        logits = model(**batch)
+        torch.nn.functional.cross_entropy(logits, y).backward()
+        got[unpadded] = (logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    chunks = len(unpad._Plan(batch["attention_mask"]).chunks)  # model.train(): all 6 layers run padding-free
+    assert masks == [0.1] * (6 * (chunks + 2))  # per layer: attention probabilities per chunk, 2 hidden dropouts
+    torch.testing.assert_close(got[True][0], got[False][0], atol=2e-5, rtol=1e-4)
+    for n, g in got[True][1].items():
+        torch.testing.assert_close(g, got[False][1][n], atol=1e-5, rtol=1e-3, msg=n)
