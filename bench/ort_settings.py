@@ -2,9 +2,11 @@
 
     python bench/ort_settings.py runs/sms/bundle-int8.zip [--data examples/sms_spam.csv] [--rows 512]
 
-Runs the bundle's own ``Predictor`` on the first --rows texts of --data with each setting (intra-op threads 1 / 2,
-no spin-waiting, denormals as zero, graph optimization basic vs all) and with several ``max_tokens`` batch
-budgets; three alternating rounds, prints texts/s per round as a markdown table.
+Runs the bundle's own ``Predictor`` on the first --rows texts of --data: as shipped (batches spread over one
+single-thread worker per core), and one session running the batches one after another with each setting
+(default threads, 1 thread, no spin-waiting, graph optimization basic vs all, SkipLayerNormalization fusion on or
+off), and the shipped path with several ``max_tokens`` batch budgets; three alternating rounds, prints texts/s per
+round as a markdown table.
 """
 from __future__ import annotations
 
@@ -40,28 +42,35 @@ def main() -> None:
         spec.loader.exec_module(mod)
         pred = mod.Predictor(folder)
 
-        def session(level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL, threads=0, **entries):
+        shipped_session, workers = pred.session, pred.workers
+
+        def session(level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL, threads=0, fusions_off=True, **entries):
             o = ort.SessionOptions()
             o.graph_optimization_level, o.intra_op_num_threads = level, threads
             for k, v in entries.items():
                 o.add_session_config_entry(k, v)
-            return ort.InferenceSession(str(folder / "model.onnx"), o, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(str(folder / "model.onnx"), o, providers=["CPUExecutionProvider"],
+                                        disabled_optimizers=mod.DISABLED_OPTIMIZERS if fusions_off else [])
 
         dz = {"session.set_denormal_as_zero": "1"}
-        variants = {"as shipped (predict.py)": (pred.session, mod.MAX_TOKENS),
-                    "ORT defaults (all optimizations)": (session(), mod.MAX_TOKENS),
-                    "1 intra-op thread": (session(threads=1, **dz), mod.MAX_TOKENS),
-                    "no spin-waiting": (session(**{"session.intra_op.allow_spinning": "0"}, **dz), mod.MAX_TOKENS),
-                    "basic graph optimizations": (session(ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, **dz),
-                                                  mod.MAX_TOKENS)}
+        # (session, max_tokens, workers): session None = the shipped Predictor as it is
+        variants = {f"as shipped ({workers} single-thread workers)": (None, mod.MAX_TOKENS, workers),
+                    "one session, default threads, batches in turn": (shipped_session, mod.MAX_TOKENS, 1),
+                    "  same, SkipLayerNormalization fusion on": (session(fusions_off=False, **dz), mod.MAX_TOKENS, 1),
+                    "  same, 1 intra-op thread": (session(threads=1, **dz), mod.MAX_TOKENS, 1),
+                    "  same, no spin-waiting": (session(**{"session.intra_op.allow_spinning": "0"}, **dz),
+                                                mod.MAX_TOKENS, 1),
+                    "  same, basic graph optimizations": (session(ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, **dz),
+                                                          mod.MAX_TOKENS, 1)}
         for budget in (128, 256, 1024, 100_000):
-            variants[f"max_tokens {budget}" + (" (batches of 64 texts)" if budget == 100_000 else "")] = (
-                pred.session, budget)
+            variants[f"as shipped, max_tokens {budget}" + (" (batches of 64 texts)" if budget == 100_000 else "")] = (
+                None, budget, workers)
         rates: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(3):
-            for name, (sess, budget) in variants.items():
-                pred.session = sess
+            for name, (sess, budget, n) in variants.items():
+                pred.session, pred.workers = sess or shipped_session, n
                 pred.predict(texts[:8])
+                pred.predict(texts[:64])
                 t0 = time.perf_counter()
                 pred.predict(texts, max_tokens=budget)
                 rates[name].append(len(texts) / (time.perf_counter() - t0))
