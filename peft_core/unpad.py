@@ -9,7 +9,9 @@ into chunks of ``ROWS_PER_CHUNK``; Q, K and V of each chunk are scattered to [ro
 (padded to that chunk's longest row) for ``torch.nn.functional.scaled_dot_product_attention`` with the
 key-padding mask, and its output is gathered back to packed tokens.
 This is the "unpadding" of packed BERT training (Mosaic BERT; NVIDIA's FasterTransformer "remove padding"),
-done here with plain PyTorch ops so autograd, peft's LoRA layers and dropout work unchanged.
+done here with plain PyTorch ops so autograd and peft's LoRA layers work unchanged. The layers' dropout keeps
+its rate and scaling, but its masks are drawn with numpy (:func:`dropout_mask`): torch's CPU ``bernoulli_`` took a
+third of a last-N forward pass.
 
 The outputs at real positions equal the padded layer's (same ops, same order of reduction per token; tests
 compare both paths); padded positions come back as zeros (they are masked out of pooling anyway). Used only
@@ -85,6 +87,8 @@ def dropout_mask(shape: Sequence[int], p: float, rng: np.random.Generator) -> to
     ``torch.nn.functional.dropout`` scales (Srivastava et al. 2014, inverted form). Drawn from ``rng`` (numpy's
     PCG64): 16 random bits per element cost a quarter of torch's CPU ``bernoulli_``, which took a third of a
     last-N training step's forward pass (torch.profiler, SMS Spam)."""
+    if p >= 1.0:  # nn.Dropout(p=1) zeroes everything
+        return torch.zeros(tuple(shape), dtype=torch.float32)
     bits = rng.integers(0, 1 << 16, tuple(shape), dtype=np.uint16)
     keep = bits >= np.uint16(round(p * (1 << 16)))
     return torch.from_numpy(np.multiply(keep, np.float32(1.0 / (1.0 - p)), dtype=np.float32))

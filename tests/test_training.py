@@ -127,6 +127,7 @@ def test_dropout_mask_drops_at_rate_p_and_scales_like_torch():
     other = dropout_mask((1000, 1000), 0.1, np.random.default_rng(2))
     assert torch.equal(m, same) and not torch.equal(m, other)
     assert abs((dropout_mask((1000, 1000), 0.5, np.random.default_rng(3)) == 0).float().mean().item() - 0.5) < 0.002
+    assert torch.equal(dropout_mask((3, 4), 1.0, np.random.default_rng(4)), torch.zeros(3, 4))  # p=1: all dropped
 
 
 @pytest.mark.parametrize("method,options", [("lora", {"r": 8}), ("last_n", {"num_layers": 2})])
