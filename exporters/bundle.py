@@ -87,6 +87,18 @@ def _precision_line(cfg: dict) -> str:
             f"{100 * q['label_agreement']:.2f}% of {q['rows']} rows.")
 
 
+def _shareable(obj):
+    """A copy of a JSON-like ``obj`` in which every absolute path string is cut to its file name: a bundle is
+    downloaded and shared, so the server's folders and run ids stay out of it."""
+    if isinstance(obj, dict):
+        return {k: _shareable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_shareable(v) for v in obj]
+    if isinstance(obj, str) and os.path.isabs(obj):
+        return Path(obj).name
+    return obj
+
+
 def build_bundle(out_zip: str | Path, onnx_path: str | Path, tokenizer, config: dict,
                  parity: ParityReport, extra_files: dict[str, str | Path] | None = None) -> Path:
     """Write the bundle zip.
@@ -117,7 +129,9 @@ def build_bundle(out_zip: str | Path, onnx_path: str | Path, tokenizer, config: 
             if (tok_dir / "tokenizer_config.json").exists():
                 files["tokenizer_config.json"] = tok_dir / "tokenizer_config.json"
         files.update({k: Path(v) for k, v in (extra_files or {}).items()})
-        texts = {"config.json": json.dumps(config, indent=2), "parity.json": json.dumps(parity.to_dict(), indent=2),
+        config = _shareable(config)
+        texts = {"config.json": json.dumps(config, indent=2),
+                 "parity.json": json.dumps(_shareable(parity.to_dict()), indent=2),
                  "metrics.json": json.dumps(config["metrics"], indent=2), "README.md": model_card(config)}
         fd, partial = tempfile.mkstemp(prefix=".bundle-", suffix=".zip.partial", dir=out_zip.parent)
         os.close(fd)

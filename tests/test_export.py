@@ -128,6 +128,37 @@ def test_predict_script_prints_labels_for_arguments(head_export, tmp_path):
     assert [line.split("\t")[0] for line in lines] == ["spam", "ham"]
 
 
+def test_bundle_holds_no_server_paths(head_export):
+    def strings(obj):
+        if isinstance(obj, dict):
+            return [x for v in obj.values() for x in strings(v)]
+        if isinstance(obj, list):
+            return [x for v in obj for x in strings(v)]
+        return [obj] if isinstance(obj, str) else []
+
+    z = zipfile.ZipFile(head_export.bundles["int8"])
+    for name in ("config.json", "parity.json"):
+        found = strings(json.loads(z.read(name)))
+        assert found and not [x for x in found if x.startswith("/") or ":\\" in x], name
+    assert json.loads(z.read("parity.json"))["onnx_path"] == "model.onnx"
+
+
+def test_predict_script_keeps_rows_with_line_separators_and_odd_argument_bytes(head_export, tmp_path):
+    import csv
+
+    folder = extract_bundle(head_export.bundles["fp32"], tmp_path / "b")
+    texts = ["hello\u2028world", "free prize\x0cnow call", "next\x85line", "ok"]  # not quoted in the file
+    (tmp_path / "in.csv").write_text("text\n" + "\n".join(texts) + "\n", encoding="utf-8")
+    subprocess.run([sys.executable, str(folder / "predict.py"), "--csv", str(tmp_path / "in.csv"), "--output",
+                    str(tmp_path / "out.csv")], capture_output=True, check=True, timeout=120)
+    rows = list(csv.DictReader(open(tmp_path / "out.csv", encoding="utf-8", newline="")))
+    assert [r["text"] for r in rows] == texts  # one prediction per CSV row, none split at U+2028/FF/NEL
+    out = subprocess.run([sys.executable, str(folder / "predict.py"), b"caf\xe9 prize"], capture_output=True,
+                         timeout=120)  # Windows-1252 bytes on a UTF-8 command line
+    assert out.returncode == 0, out.stderr.decode()[-500:]
+    assert out.stdout.decode("utf-8").strip().endswith("caf\u00e9 prize")
+
+
 def test_extract_refuses_paths_outside(tmp_path):
     import pytest
 

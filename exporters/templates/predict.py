@@ -10,6 +10,7 @@ config.json. CSV input may be UTF-8 (with or without BOM) or Windows-1252, delim
 """
 import argparse
 import csv
+import io
 import json
 import os
 import sys
@@ -112,6 +113,16 @@ class Predictor:
         return probs.argmax(-1), probs
 
 
+def _arg_text(arg):
+    """A command-line text as Python got it (undecodable bytes as surrogates) -> clean text: UTF-8, else
+    Windows-1252, as for CSV files."""
+    raw = arg.encode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")
+
+
 def _safe_cell(value):
     """Neutralise spreadsheet formulas in CSV output (cells starting with = + - @)."""
     s = str(value)
@@ -126,7 +137,7 @@ def main(argv=None):
     ap.add_argument("--output", help="write predictions to this CSV instead of printing")
     ap.add_argument("--model", default="model.onnx", help="ONNX file in this folder (default model.onnx)")
     args = ap.parse_args(argv)
-    texts = list(args.texts)
+    texts = [_arg_text(t) for t in args.texts]
     if args.csv:
         texts += _read_csv_column(args.csv, args.column)
     if not texts:
@@ -157,9 +168,10 @@ def _read_csv_column(path, column):
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         text = raw.decode("cp1252", errors="replace")
-    header = text.splitlines()[0] if text else ""
+    header = text.partition("\n")[0]
     delimiter = max(",;\t|", key=lambda d: (header.count(d), d == ","))
-    rows = list(csv.DictReader(text.splitlines(keepends=True), delimiter=delimiter))
+    # csv reads records itself: str.splitlines would also break rows at U+2028, form feeds and U+0085 in a text
+    rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
     if not rows:
         sys.exit(f"error: {path} has no data rows")
     wanted = [column] if column else [_config_text_column(), "text"]
