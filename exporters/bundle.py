@@ -46,7 +46,7 @@ def model_card(cfg: dict) -> str:
                "python predict.py --csv file.csv --column text --output predictions.csv")
     return f"""# {title}
 
-Fine-tuned from **{base['source']}** (license: {base['license']}) with **{cfg['method']}** {_options(cfg['method_config'])};
+Fine-tuned from **{base['source']}** (license: {base['license']}) with **{cfg['method']}**{_options(cfg['method_config'])};
 {cfg['trainable_parameters']:,} of {cfg['total_parameters']:,} parameters
 trained ({100 * cfg['trainable_parameters'] / cfg['total_parameters']:.3g}%).
 
@@ -75,7 +75,7 @@ Limitations: trained on the data above only; scores come from one held-out split
 
 
 def _options(method_config: dict) -> str:
-    return "(" + ", ".join(f"{k}={v}" for k, v in method_config.items()) + ")" if method_config else ""
+    return " (" + ", ".join(f"{k}={v}" for k, v in method_config.items()) + ")" if method_config else ""
 
 
 def _precision_line(cfg: dict) -> str:
