@@ -74,6 +74,9 @@ def main() -> None:
                 t0 = time.perf_counter()
                 pred.predict(texts, max_tokens=budget)
                 rates[name].append(len(texts) / (time.perf_counter() - t0))
+    from cpu import cpu_line  # bench/ is on sys.path when this script runs
+
+    print(cpu_line() + "\n")
     print(f"{Path(args.bundle).name}, {len(texts)} texts of {Path(args.data).name}, texts/s in 3 rounds:\n")
     print("| setting | round 1 | round 2 | round 3 |\n|---|---|---|---|")
     for name, r in rates.items():

@@ -262,7 +262,9 @@ def main() -> None:
     for name, r in inf.items():
         lines.append(f"| {name} | {r['p50_ms']:.2f} | {eager['p50_ms'] / r['p50_ms']:.1f}x faster | "
                      f"{r['per_s_b64']:.0f} | {r['per_s_b64'] / eager['per_s_b64']:.1f}x | {r['accuracy']:.4f} |")
-    text = "\n".join(lines)
+    from cpu import cpu_line  # bench/ is on sys.path when this script runs
+
+    text = "\n".join([cpu_line(), ""] + lines)
     print(text)
     Path(args.out).write_text(text + "\n")
 

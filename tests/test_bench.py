@@ -16,5 +16,6 @@ def test_bench_smoke(tmp_path):
     head_row = next(line for line in text.splitlines() if line.startswith("| head |"))
     cells = [c.strip() for c in head_row.strip("|").split("|")]
     assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[3].endswith("x**")
+    assert text.startswith("CPU: ") and "flags:" in text.splitlines()[0]  # the CPU beside every result
     for engine in ("PyTorch eager", "bundle fp32", "bundle int8"):
         assert f"| {engine} |" in text
