@@ -28,3 +28,7 @@ class ExportError(PeftCoreError):
 
 class Cancelled(PeftCoreError):
     """Training was stopped by the user through the stop flag."""
+
+
+class JobError(PeftCoreError, LookupError):
+    """No such run for this owner, a missing owner token, or an action the run's state does not allow."""

@@ -58,7 +58,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .callbacks import Control, JsonlLogger, ProgressEvent
-from .errors import ConfigError, PeftCoreError
+from .errors import ConfigError, JobError, PeftCoreError
 from .progress import EventTail, Progress, summarize
 
 ACTIVE = ("queued", "running", "cancelling")
@@ -67,10 +67,6 @@ DEFAULT_RUN_TTL_HOURS = 72.0  # a finished / failed / cancelled run is deleted t
 DEFAULT_MAX_USER_DISK_MB = 2000.0  # MB (10**6 bytes) of run folders per owner
 MB = 1_000_000
 log = logging.getLogger(__name__)
-
-
-class JobError(PeftCoreError, LookupError):
-    """No such run for this owner, a missing owner token, or an action the run's state does not allow."""
 
 
 def owner_hash(token: str) -> str:

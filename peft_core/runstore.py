@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .jobs import JobError
+from .errors import JobError
 
 
 def load_run(run_dir: str | Path):
