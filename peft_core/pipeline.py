@@ -170,7 +170,7 @@ def fine_tune(cfg: RunConfig, run_dir: str | Path, callbacks: Sequence[Callback]
         cb(ProgressEvent("message", message=trainable_summary(trainable, total)))
     result = train(model, tokenizer, data.splits, tcfg, listeners, control, accelerator=acc)
     if result.cancelled and not result.best_epoch:
-        raise RunCancelled(phase="training")
+        raise RunCancelled(phase=result.cancelled_in)
     method = get_method(cfg.method)
     if method.merge is not None:
         if main:

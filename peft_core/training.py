@@ -83,13 +83,15 @@ class TrainConfig:
 class TrainResult:
     """What training did. ``history``: one dict per epoch (epoch, train_loss, val_loss, val_accuracy,
     val_macro_f1); ``step_losses``: training loss per optimizer step; ``best_epoch``: 1-based epoch whose
-    weights were kept (0 if none finished)."""
+    weights were kept (0 if none finished); ``cancelled_in``: the phase the stop flag stopped ("encoding",
+    "training"; "" when not cancelled)."""
 
     history: list[dict] = field(default_factory=list)
     step_losses: list[float] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
     cancelled: bool = False
+    cancelled_in: str = ""
     seconds: float = 0.0
     used_feature_cache: bool = False
     cache: str = "none"
@@ -199,11 +201,11 @@ def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequ
         if cfg.probe_epochs and _trains_beyond_head(model):
             res.probe = _linear_probe(model, tokenizer, texts, labels, cfg, acc, emit, control)
             if control.should_stop:  # stopped during the probe: the run ends here
-                raise StopRequested("the linear probe")
+                raise StopRequested("training")  # the probe is the first training
         feed = make_feed(model, tokenizer, texts, cfg.max_length, acc, cfg.feature_cache,
                          Phase(emit, "encoding", 0, control))
-    except StopRequested:
-        res.cancelled = True
+    except StopRequested as e:
+        res.cancelled, res.cancelled_in = True, e.phase
     if not res.cancelled:
         res.used_feature_cache, res.cache = feed.kind != "none", feed.kind
         _fit(model, feed, labels, cfg, acc, emit, control, res, t0)
@@ -317,7 +319,7 @@ def _fit(model, feed, labels, cfg: TrainConfig, acc, emit, control, res: TrainRe
                     break
             top_f1, low_loss = max(top_f1, metrics["val_macro_f1"]), min(low_loss, metrics["val_loss"])
         phase.finish(step)  # early stopping: fewer steps than planned
-    except StopRequested:
-        res.cancelled = True
+    except StopRequested as e:
+        res.cancelled, res.cancelled_in = True, e.phase
     if best is not None:
         model.load_state_dict(best, strict=False)

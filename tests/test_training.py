@@ -201,3 +201,35 @@ def test_padding_free_dropout_path_is_the_stock_layer_math(small, method, option
     torch.testing.assert_close(got[True][0], got[False][0], atol=2e-5, rtol=1e-4)
     for n, g in got[True][1].items():
         torch.testing.assert_close(g, got[False][1][n], atol=1e-5, rtol=1e-3, msg=n)
+
+
+@pytest.mark.parametrize("phase", ["preparing", "encoding", "training", "evaluating"])
+def test_fine_tune_stopped_in_any_phase_before_it_has_a_model_raises_run_cancelled(tmp_path, phase):
+    """A stop takes effect in the phase it comes in; with no finished epoch (or an unevaluated model) there is
+    nothing to offer, so nothing but config.json and events.jsonl is written."""
+    from conftest import sms_subset
+    from peft_core.errors import RunCancelled
+    from peft_core.pipeline import RunConfig, fine_tune
+
+    data = tmp_path / "sms100.csv"
+    sms_subset(100).to_csv(data, index=False)
+    control, seen = Control(), []
+
+    def stop_at_start_of_phase(ev):
+        seen.append((ev.kind, ev.message if ev.kind == "phase" else "", ev.step))
+        if ev.kind == "phase" and ev.message == phase and ev.step == 0:
+            control.request_stop()
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()  # as an app job's folder: the preparing events are logged too
+    cfg = RunConfig(train_file=str(data), method="head", train=TrainConfig(max_length=32, epochs=1))
+    with pytest.raises(RunCancelled) as e:
+        fine_tune(cfg, run_dir, [stop_at_start_of_phase], control)
+    assert e.value.phase == phase
+    assert str(e.value) == ("cancelled during the held-out evaluation: the trained model was not evaluated, so "
+                            "there is no model to offer" if phase == "evaluating" else
+                            "cancelled before the first epoch ended: there is no model to offer")
+    assert seen[-1][0] == ("end" if phase in ("encoding", "training") else "phase")  # train says it ended
+    assert [k for k in seen if k[0] == "phase"][-1][1] == phase, seen  # no later phase began
+    assert sorted(p.name for p in run_dir.iterdir()) == (["events.jsonl"] if phase == "preparing" else
+                                                          ["config.json", "events.jsonl"])
