@@ -1,16 +1,25 @@
 """Headless entry point: ``python -m peft_core train --data FILE --method head --out DIR --export``.
 
 It builds the same RunConfig the app builds, calls the same core functions, and prints the same report: data
-summary, trainable parameters, a tqdm bar over training steps, held-out metrics beside the majority baseline,
-per-class scores, and the parity table. Errors a user can cause print one line and exit with status 2.
+summary, trainable parameters, progress bars on stderr (one per phase: "preparing", "encoding" when frozen
+features are cached, "training" over optimizer steps, "evaluating" over the held-out rows), held-out metrics
+beside the majority baseline, per-class scores, and the parity table.
+
+Exit status: 0 done; 1 parity failed (no bundle); 2 an error a user can cause (one line, no traceback);
+130 cancelled with Ctrl-C. The first Ctrl-C asks the run to stop within one batch, as the app's cancel does: a
+run with a finished epoch keeps its best epoch, is evaluated and saved, and skips the export; one stopped
+earlier prints "cancelled: ... there is no model to offer". A second Ctrl-C quits at once.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 
-from .errors import PeftCoreError
+from .errors import PeftCoreError, RunCancelled
 from .methods import METHODS
 from .image_data import is_image_upload
 from .models import DEFAULT_MODELS, REGISTRY
@@ -98,15 +107,17 @@ def cmd_train(args) -> int:
         if ev.kind == "message":
             say(f"== Model {args.model or DEFAULT_MODELS['image' if is_image_upload(args.data) else 'text']}, method {args.method}: {ev.message}")
 
-    run = fine_tune(cfg, args.out, [show_message, TqdmBar(mininterval=2, file=sys.stderr)], data=data)
-    r = run.train_result
-    say(f"== Training: {len(r.history)} epochs in {r.seconds:.1f} s (best epoch {r.best_epoch}"
-          f"{', stopped early' if r.stopped_early else ''}; cache: {r.cache})")
-    say("== Evaluation\n" + run.eval_report.to_markdown().replace("**", ""))
-    _print_table(run.eval_report.metrics_table())
-    if len(run.eval_report.labels) <= 30:
-        _print_table(run.eval_report.per_class_table())
-    say(f"Model saved to {run.run_dir / 'model'}; plots {', '.join(str(p) for p in run.plots.values())}")
+    bar = TqdmBar(mininterval=2, file=sys.stderr)
+    try:
+        with _stop_on_ctrl_c() as control:
+            run = fine_tune(cfg, args.out, [show_message, bar], control=control, data=data)
+    finally:
+        bar.close()
+    _print_results(run, say)
+    if run.train_result.cancelled:
+        print("cancelled with Ctrl-C: the best epoch so far was kept, evaluated and saved"
+              + ("; no export" if args.export else ""), file=sys.stderr)
+        return 130
     if args.export and main:
         res = export_run(run)
         print("== Export\n" + res.parity.to_table().to_string(index=False))
@@ -118,6 +129,42 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _print_results(run, say) -> None:
+    """The training summary, held-out metrics beside the majority baseline, per-class scores, saved files."""
+    r = run.train_result
+    say(f"== Training: {len(r.history)} epochs in {r.seconds:.1f} s (best epoch {r.best_epoch}"
+        f"{', stopped early' if r.stopped_early else ''}{', cancelled with Ctrl-C' if r.cancelled else ''}; "
+        f"cache: {r.cache})")
+    say("== Evaluation\n" + run.eval_report.to_markdown().replace("**", ""))
+    say(run.eval_report.metrics_table().to_string(index=False))
+    if len(run.eval_report.labels) <= 30:
+        say(run.eval_report.per_class_table().to_string(index=False))
+    say(f"Model saved to {run.run_dir / 'model'}; plots {', '.join(str(p) for p in run.plots.values())}")
+
+
+@contextlib.contextmanager
+def _stop_on_ctrl_c():
+    """Within the block, the first Ctrl-C (SIGINT) sets the yielded Control's stop flag instead of raising
+    KeyboardInterrupt; a second one raises it. Signals are caught only in the main thread (elsewhere: no-op)."""
+    from .callbacks import Control
+
+    control = Control()
+
+    def handle(signum, frame) -> None:
+        if control.should_stop:
+            raise KeyboardInterrupt
+        control.request_stop()
+        print("\nstopping after the current batch (Ctrl-C again to quit at once)", file=sys.stderr)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, handle) if main_thread else None
+    try:
+        yield control
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = _parser().parse_args(argv)
@@ -126,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # weight loading/saving bars would drown the report
     try:
         return {"train": cmd_train}[args.command](args)
+    except RunCancelled as e:
+        print(f"cancelled: {e}", file=sys.stderr)
+        return 130
     except PeftCoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -14,22 +14,61 @@ computed once, no grad, in length-sorted batches, and every epoch runs only the 
 All three give the same model and numbers as recomputing the frozen part each step (dropout in frozen layers is
 off in both; padded positions are masked out of attention and pooling). Under several processes each one
 computes a shard of the cache and ``gather_object`` gives every process the whole of it.
+
+Computing a cache is the run's "encoding" phase: a feed that caches is given an unstarted
+:class:`~peft_core.callbacks.Phase` and reports the rows of every split it encodes through it, once per batch;
+the phase raises ``StopRequested`` there when the run is told to stop. ``all_logits`` takes a ``tick(rows)``
+called once per batch, for the same stop checks in the validation pass.
 """
 from __future__ import annotations
 
 import copy
 import os
 import tempfile
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import unpad
-from .inference import batch_inputs, is_image_processor, map_sorted, sorted_batches, token_lengths
+from .callbacks import Phase
+from .inference import batch_inputs, is_image_processor, sorted_batches, token_lengths
 
 CACHE_RAM_BYTES = int(float(os.environ.get("PEFT_CACHE_RAM_MB", "2048")) * 2**20)
+
+
+def _noop(rows: int) -> None:
+    """A ``tick`` that does nothing."""
+
+
+@torch.no_grad()
+def map_tracked(fn: Callable[[dict], torch.Tensor], tokenizer, texts: Sequence, max_length: int, device,
+                tick: Callable[[int], None] = _noop, batch_size: int = 64) -> torch.Tensor:
+    """``inference.map_sorted`` (no grad, length-sorted batches, rows back in input order, on the CPU) that calls
+    ``tick(rows in the batch)`` after each batch: progress reports and stop checks (a ``Phase.advance`` raises
+    ``StopRequested`` there). Returns ``fn``'s outputs stacked: [n, ...]. Raises ValueError for no texts."""
+    texts = list(texts)
+    if not texts:
+        raise ValueError("no texts to run")
+    out: list = [None] * len(texts)
+    for idx in sorted_batches(token_lengths(tokenizer, texts, max_length), batch_size):
+        inputs = {k: v.to(device) for k, v in batch_inputs(tokenizer, [texts[i] for i in idx], max_length).items()}
+        res = fn(inputs).float().cpu()
+        for j, i in enumerate(idx):
+            out[i] = res[j]
+        tick(len(idx))
+    return torch.stack(out)
+
+
+def _encoding(phase: Phase | None, texts: dict, acc) -> Callable[[int], None]:
+    """Start ``phase`` over every row of ``texts`` and return a ``tick(rows)`` for this process's batches (rows
+    counted once per process, so the main process's count reaches the total when all shards are done)."""
+    if phase is None:
+        return _noop
+    phase.total = sum(len(rows) for rows in texts.values())
+    phase.start()
+    return lambda rows: phase.advance(rows * acc.num_processes)
 
 
 def _layer_stack(backbone: nn.Module) -> tuple[str, nn.ModuleList] | None:
@@ -120,8 +159,11 @@ class TextFeed:
         return {k: v.to(self.acc.device) for k, v in inputs.items()}
 
     @torch.no_grad()
-    def all_logits(self, module, split: str) -> torch.Tensor:
-        return map_sorted(lambda b: module(**b), self.tok, self.texts[split], self.max_length, 64, self.acc.device)
+    def all_logits(self, module, split: str, tick: Callable[[int], None] = _noop) -> torch.Tensor:
+        """Logits of ``module`` for every row of ``split``: float32 [n, num_labels] on the CPU; ``tick(rows)``
+        after each batch."""
+        return map_tracked(lambda b: module(**b), self.tok, self.texts[split], self.max_length, self.acc.device,
+                           tick)
 
 
 class FeatureFeed(TextFeed):
@@ -129,23 +171,28 @@ class FeatureFeed(TextFeed):
 
     kind = "pooled features"
 
-    def __init__(self, model, tokenizer, texts: dict, max_length: int, acc):
+    def __init__(self, model, tokenizer, texts: dict, max_length: int, acc, phase: Phase | None = None):
         super().__init__(model.head, tokenizer, texts, max_length, acc)
         model.eval()
+        tick = _encoding(phase, texts, acc)
         self.features = {}
         for s, rows in texts.items():
             def run(ix, rows=rows):  # float32 [hidden] per row of this process's shard
                 part = [rows[i] for i in ix]
-                return list(map_sorted(lambda b: model.features(**b), tokenizer, part, max_length, 64,
-                                       acc.device)) if part else []
+                return list(map_tracked(lambda b: model.features(**b), tokenizer, part, max_length, acc.device,
+                                        tick)) if part else []
             self.features[s] = torch.stack(sharded(acc, run, len(rows)))  # [n, hidden]
+        if phase is not None:
+            phase.finish()
 
     def batch(self, split: str, idx: Sequence[int]) -> dict:
         return {"input": self.features[split][idx].to(self.acc.device)}
 
     @torch.no_grad()
-    def all_logits(self, module, split: str) -> torch.Tensor:
-        return module(self.features[split].to(self.acc.device)).float().cpu()
+    def all_logits(self, module, split: str, tick: Callable[[int], None] = _noop) -> torch.Tensor:
+        out = module(self.features[split].to(self.acc.device)).float().cpu()  # one call: the head is tiny
+        tick(len(out))
+        return out
 
 
 class _TokenStates:
@@ -173,13 +220,14 @@ class PrefixFeed(TextFeed):
 
     kind = "frozen-prefix token states"
 
-    def __init__(self, model, tokenizer, texts: dict, max_length: int, acc, depth: int):
+    def __init__(self, model, tokenizer, texts: dict, max_length: int, acc, depth: int, phase: Phase | None = None):
         path, layers = _layer_stack(model.backbone)
         prefix = _view(model.backbone, path, list(layers)[:depth], passthrough=False).eval()
         rest = list(layers)[depth:]
         super().__init__(_Suffix(model, _view(model.backbone, path, rest, True), rest), tokenizer, texts, max_length,
                          acc)
         hidden = model.backbone.config.hidden_size
+        tick = _encoding(phase, texts, acc)
         self.states = {}
         for s, rows in texts.items():
             lengths = token_lengths(tokenizer, rows, max_length)
@@ -193,11 +241,14 @@ class PrefixFeed(TextFeed):
                     with torch.no_grad():
                         h = prefix(**inputs).last_hidden_state.float().cpu().numpy()
                     out += [(int(ix[j]), h[r, :lengths[ix[j]]]) for r, j in enumerate(b)]
+                    tick(len(b))
                 return out
 
             for i, st in sharded(acc, run, len(rows)):
                 store.put(i, st)
             self.states[s] = store
+        if phase is not None:
+            phase.finish()
 
     def batch(self, split: str, idx: Sequence[int]) -> dict:
         seqs = [self.states[split].get(i) for i in idx]
@@ -207,12 +258,13 @@ class PrefixFeed(TextFeed):
         return {"states": states.to(self.acc.device), "attention_mask": mask.to(self.acc.device)}
 
     @torch.no_grad()
-    def all_logits(self, module, split: str) -> torch.Tensor:
+    def all_logits(self, module, split: str, tick: Callable[[int], None] = _noop) -> torch.Tensor:
         lengths = np.diff(self.states[split].offsets)
         out: list = [None] * len(lengths)
         for b in sorted_batches(lengths, 64):
             for i, row in zip(b, module(**self.batch(split, b.tolist())).float().cpu()):
                 out[i] = row
+            tick(len(b))
         return torch.stack(out)
 
 
@@ -233,10 +285,12 @@ class ImagePrefixFeed(TextFeed):
 
     kind = "frozen-prefix feature maps"
 
-    def __init__(self, model, processor, images: dict, max_length: int, acc, depth: int):
+    def __init__(self, model, processor, images: dict, max_length: int, acc, depth: int,
+                 phase: Phase | None = None):
         super().__init__(_ImageSuffix(model, depth), processor, images, max_length, acc)
         backbone = model.backbone
         model.eval()
+        tick = _encoding(phase, images, acc)
         self.states = {}
         for s, rows in images.items():
             def run(ix, rows=rows):  # feature maps of this process's shard, in order
@@ -245,8 +299,11 @@ class ImagePrefixFeed(TextFeed):
                     px = processor([rows[i] for i in ix[j:j + 32]])["pixel_values"].to(acc.device)
                     with torch.no_grad():
                         out += list(backbone.forward_blocks(px, depth).float().cpu())
+                    tick(len(px))
                 return out
             self.states[s] = torch.stack(sharded(acc, run, len(rows)))
+        if phase is not None:
+            phase.finish()
 
     @staticmethod
     def bytes_needed(model, processor, n: int, depth: int) -> int:
@@ -258,20 +315,25 @@ class ImagePrefixFeed(TextFeed):
         return {"states": self.states[split][idx].to(self.acc.device)}
 
     @torch.no_grad()
-    def all_logits(self, module, split: str) -> torch.Tensor:
-        rows = self.states[split]
-        return torch.cat([module(rows[i:i + 64].to(self.acc.device)).float().cpu() for i in range(0, len(rows), 64)])
+    def all_logits(self, module, split: str, tick: Callable[[int], None] = _noop) -> torch.Tensor:
+        rows, out = self.states[split], []
+        for i in range(0, len(rows), 64):
+            out.append(module(rows[i:i + 64].to(self.acc.device)).float().cpu())
+            tick(len(out[-1]))
+        return torch.cat(out)
 
 
-def make_feed(model, tokenizer, texts: dict, max_length: int, acc, use_cache: bool) -> TextFeed:
-    """Pick the cheapest exact feed for the model's frozen prefix (see module doc)."""
+def make_feed(model, tokenizer, texts: dict, max_length: int, acc, use_cache: bool,
+              phase: Phase | None = None) -> TextFeed:
+    """Pick the cheapest exact feed for the model's frozen prefix (see module doc). A feed that caches reports
+    its encoding through ``phase`` (an unstarted "encoding" Phase) and stops there with ``StopRequested``."""
     depth = frozen_prefix_depth(model.backbone) if use_cache and not hasattr(model, "peft_config") else 0
     found = _layer_stack(model.backbone)
     if depth and found and depth == len(found[1]):
-        return FeatureFeed(model, tokenizer, texts, max_length, acc)
+        return FeatureFeed(model, tokenizer, texts, max_length, acc, phase)
     if depth and not is_image_processor(tokenizer):  # token-state cache: text encoders only
-        return PrefixFeed(model, tokenizer, texts, max_length, acc, depth)
+        return PrefixFeed(model, tokenizer, texts, max_length, acc, depth, phase)
     if depth and hasattr(model.backbone, "forward_from") and ImagePrefixFeed.bytes_needed(
             model, tokenizer, sum(map(len, texts.values())), depth) <= CACHE_RAM_BYTES:
-        return ImagePrefixFeed(model, tokenizer, texts, max_length, acc, depth)
+        return ImagePrefixFeed(model, tokenizer, texts, max_length, acc, depth, phase)
     return TextFeed(model, tokenizer, texts, max_length, acc)

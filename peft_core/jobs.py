@@ -58,8 +58,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .callbacks import Control, JsonlLogger, ProgressEvent
-from .errors import ConfigError, JobError, PeftCoreError
+from .errors import ConfigError, JobError, PeftCoreError, RunCancelled
 from .progress import EventTail, Progress, summarize
+from .queueing import QueueInfo
 
 ACTIVE = ("queued", "running", "cancelling")
 TERMINAL = ("finished", "failed", "cancelled")
@@ -173,7 +174,8 @@ class JobInfo:
 
     @property
     def has_model(self) -> bool:
-        """True when training saved a model (finished, or cancelled after it kept the best epoch)."""
+        """True when training saved a model (finished, or cancelled after it kept the best epoch); False for a
+        run cancelled before its first epoch ended (no results; ``error`` says so)."""
         return self.state in ("finished", "cancelled") and bool(self.results)
 
     def to_dict(self) -> dict:
@@ -293,6 +295,31 @@ class JobManager:
         """1-based place in the waiting queue (all owners), None when not waiting."""
         with self._lock:
             return self._queue.index(run_id) + 1 if run_id in self._queue else None
+
+    def queue_info(self, token: str, run_id: str) -> QueueInfo | None:
+        """What a queued run of ``token``'s waits for (see :class:`~peft_core.queueing.QueueInfo`): the runs
+        ahead of it and the runs training now, naming only ``token``'s own, with the running ones' time left.
+        None when the run is not waiting. Raises JobError when it is not this owner's run."""
+        owner = self.get(token, run_id).owner
+        with self._lock:
+            if run_id not in self._queue:
+                return None
+            ahead = self._queue[:self._queue.index(run_id)]
+            running = [j for j in self._jobs.values() if j.state in ("running", "cancelling")]
+            ahead_mine = [i for i in ahead if self._jobs[i].owner == owner]
+        left = {j.id: self._eta(j.id) for j in running}
+        return QueueInfo(len(ahead) + 1, len(ahead), ahead_mine, len(running),
+                         {j.id: left[j.id] for j in running if j.owner == owner}, self.max_concurrent,
+                         sorted(left.values(), key=lambda v: math.inf if v is None else v))
+
+    def _eta(self, run_id: str) -> float | None:
+        """Seconds left for a running run (``Progress.eta_s``, as of its last event), None without a basis."""
+        with self._lock:
+            tail = self._tails.setdefault(run_id, EventTail(self.dir(run_id) / "events.jsonl"))
+            p = summarize(tail.read())
+        if p.eta_s is None:
+            return None
+        return max(0.0, p.eta_s - max(0.0, time.time() - p.updated)) if p.updated else p.eta_s
 
     def progress(self, token: str, run_id: str) -> Progress:
         """Progress of the run from its event log (read incrementally)."""
@@ -440,8 +467,11 @@ class JobManager:
         return self.get(token, run_id)
 
     def cancel(self, token: str, run_id: str) -> JobInfo:
-        """Cancel a queued run at once, or ask a running one to stop after its current step (it then keeps the
-        best epoch so far, is evaluated and saved, and ends as "cancelled"). Finished runs are left alone."""
+        """Cancel a queued run at once, or ask a running one to stop ("cancelling"); it stops within one batch in
+        every phase (preparing: between reading the data and loading the model). A run that had finished an
+        epoch then keeps its best epoch, is evaluated and saved, and ends "cancelled" with results. One stopped
+        before its first epoch ended (or during the held-out evaluation) has no model to offer: it ends
+        "cancelled" with no results (``has_model`` False) and ``error`` saying why. Ended runs are left alone."""
         self.get(token, run_id)
         with self._lock:
             info = self._jobs[run_id]
@@ -470,6 +500,9 @@ class JobManager:
                 from .pipeline import fine_tune as runner
             run = runner(cfg, self.dir(run_id), [], control)
             results, cancelled = _results(run), bool(run.train_result.cancelled)
+        except RunCancelled as e:
+            self._end_without_model(run_id, e)
+            return
         except BaseException as e:  # every failure is recorded on the run and shown to its owner, even SystemExit:
             self._fail(run_id, e)  # a run must never stay "running" with no worker left
             if not isinstance(e, Exception):
@@ -482,6 +515,19 @@ class JobManager:
             info.finished = time.time()
             self._write(info)
             self._controls.pop(run_id, None)
+
+    def _end_without_model(self, run_id: str, exc: RunCancelled) -> None:
+        """Record a run cancelled before it had a model: state "cancelled", no results, ``exc``'s message as
+        its error and as the last line of its log."""
+        try:
+            JsonlLogger(self.dir(run_id) / "events.jsonl")(ProgressEvent("message", message=str(exc)))
+        except OSError:
+            log.exception("run %s was cancelled and its log could not be written", run_id)
+        with self._lock:
+            info = self._jobs[run_id]
+            info.state, info.error, info.results, info.finished = "cancelled", str(exc), {}, time.time()
+            self._controls.pop(run_id, None)
+            self._write(info)
 
     def _fail(self, run_id: str, exc: BaseException) -> None:
         """Record ``exc`` on the run: state "failed", its message, error.log (traceback), a log line. The state

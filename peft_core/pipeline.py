@@ -21,11 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .callbacks import Callback, Control, JsonlLogger, ProgressEvent
+from .callbacks import Callback, Control, JsonlLogger, Phase, ProgressEvent, StopRequested
 from .data import PreparedData, prepare_data, split_inputs
-from .errors import ConfigError
+from .errors import ConfigError, RunCancelled
 from .evaluation import EvalReport, evaluate, plot_confusion, plot_misclassified, plot_training
-from .inference import predict_logits
 from .methods import count_parameters, get_method
 from .models import DEFAULT_MODELS, ModelSpec, get_spec, load_backbone
 from .modeling import TextClassifier, make_classifier, save_classifier
@@ -142,56 +141,96 @@ def fine_tune(cfg: RunConfig, run_dir: str | Path, callbacks: Sequence[Callback]
     """Run data preparation (unless ``data`` is given), training, evaluation on the held-out split, and save
     everything into ``run_dir``.
 
+    Progress ("phase" events, see ``callbacks.Phase``): "preparing" (done 0 / 1 / 2 of 2: started, data read,
+    model built), then ``training.train``'s "encoding" and "training", then "evaluating" (held-out rows done /
+    total, once per batch). The preparing events reach ``callbacks``, and ``run_dir/events.jsonl`` only when
+    ``run_dir`` exists already (app jobs): a new folder is made only once data and model are known to be good.
+
+    Stop flag (``control``): checked between the preparing steps, then as ``train`` says (encoding batches, the
+    LP-FT probe, every step, validation batches), then per batch of the held-out evaluation unless the stop came
+    earlier (a run cancelled after its first epoch is still evaluated and saved, with ``train_result.cancelled``).
+
     Raises:
+        RunCancelled: stopped before the first epoch ended (while preparing, encoding, in the probe or in epoch
+            1), or during the held-out evaluation; nothing but config.json and events.jsonl is written then.
         DataError, ModelLoadError, ConfigError (bad input); other exceptions are bugs.
     """
-    import torch
-
     acc = make_accelerator()
     main = acc.is_main_process  # only the main process writes (several under ``accelerate launch``)
-    data = data or prepare_data(cfg.train_file, cfg.test_file, text_column=cfg.text_column,
-                                label_column=cfg.label_column, test_fraction=cfg.test_fraction,
-                                validation_fraction=cfg.validation_fraction, seed=cfg.train.seed,
-                                extract_dir=images_dir(run_dir))
-    method = get_method(cfg.method)
-    tcfg = cfg.train.with_defaults(method.train_defaults)
-    torch.manual_seed(tcfg.seed)  # the fresh head's initialisation is part of the run
-    modality = data_modality(data)
-    model, tokenizer, spec, trainable, total = build_model(cfg.model or DEFAULT_MODELS[modality], cfg.method,
-                                                           cfg.method_config, data.task.num_labels, tcfg.dropout)
-    check_modality(spec, modality)
-    run_dir = Path(run_dir)  # written only once the data and the model are known to be good
-    listeners = [JsonlLogger(run_dir / "events.jsonl"), *callbacks] if main else []
+    control, run_dir = control or Control(), Path(run_dir)
+    log = JsonlLogger(run_dir / "events.jsonl") if main and run_dir.is_dir() else None
+    early = [*([log] if log else []), *callbacks] if main else []
+    data, tcfg, modality, (model, tokenizer, spec, trainable, total) = _prepare(cfg, run_dir, data, Phase(
+        lambda ev: [cb(ev) for cb in early], "preparing", 2, control))
+    listeners = [log or JsonlLogger(run_dir / "events.jsonl"), *callbacks] if main else []
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps({"run": cfg.to_dict(), "versions": versions()}, indent=2))
     for cb in listeners:
         cb(ProgressEvent("message", message=trainable_summary(trainable, total)))
     result = train(model, tokenizer, data.splits, tcfg, listeners, control, accelerator=acc)
+    if result.cancelled and not result.best_epoch:
+        raise RunCancelled(phase=result.cancelled_in)
+    method = get_method(cfg.method)
     if method.merge is not None:
         if main:
             model.save_pretrained(str(run_dir / "adapter"))
         model = method.merge(model)
     model.eval()
     test = data.splits["test"]
-    logits = predict_sharded(acc, model, tokenizer, split_inputs(test), tcfg.max_length)
+    evaluating = Phase(lambda ev: [cb(ev) for cb in listeners], "evaluating", len(test),
+                       None if result.cancelled else control)
+    try:
+        logits = predict_sharded(acc, model, tokenizer, split_inputs(test), tcfg.max_length, evaluating)
+    except StopRequested:
+        raise RunCancelled("cancelled during the held-out evaluation: the trained model was not evaluated, so "
+                           "there is no model to offer", "evaluating") from None
     report = evaluate(test["label"], logits, data.task.labels, data.splits["train"]["label"], "test")
-    plots: dict[str, Path] = {}
-    run = Run(run_dir, cfg, data, spec, model, tokenizer, tcfg, trainable, total, result, report, logits, plots)
+    run = Run(run_dir, cfg, data, spec, model, tokenizer, tcfg, trainable, total, result, report, logits, {})
     if main:
-        meta = {"task": data.task.to_dict(), "id2label": data.task.to_dict()["id2label"],
-                "max_length": tcfg.max_length, "base_model": spec.to_dict(), "method": cfg.method,
-                "method_config": cfg.method_cfg().to_dict(), "modality": modality}
-        save_classifier(model, tokenizer, run_dir / "model", meta)
-        plots["confusion_matrix"] = plot_confusion(report, run_dir / "confusion_matrix.png")
-        if modality == "image":
-            plots["misclassified"] = plot_misclassified(split_inputs(test), test["label"], logits, data.task.labels,
-                                                        run_dir / "misclassified.png")
-        plots["training"] = plot_training(result.step_losses, result.history, run_dir / "training.png")
-        (run_dir / "report.json").write_text(json.dumps(_report_dict(run) | {"processes": acc.num_processes},
-                                                        indent=2))
+        _save(run, modality, acc.num_processes)
     acc.wait_for_everyone()
     return run
+
+
+def _prepare(cfg: RunConfig, run_dir: Path, data: PreparedData | None, phase: Phase) -> tuple:
+    """The "preparing" phase of :func:`fine_tune`: read the data (unless given), build the model.
+    Returns (data, filled-in TrainConfig, modality, build_model's tuple). Raises RunCancelled when stopped."""
+    import torch
+
+    try:
+        phase.start()
+        data = data or prepare_data(cfg.train_file, cfg.test_file, text_column=cfg.text_column,
+                                    label_column=cfg.label_column, test_fraction=cfg.test_fraction,
+                                    validation_fraction=cfg.validation_fraction, seed=cfg.train.seed,
+                                    extract_dir=images_dir(run_dir))
+        phase.advance()
+        tcfg = cfg.train.with_defaults(get_method(cfg.method).train_defaults)
+        torch.manual_seed(tcfg.seed)  # the fresh head's initialisation is part of the run
+        modality = data_modality(data)
+        built = build_model(cfg.model or DEFAULT_MODELS[modality], cfg.method, cfg.method_config,
+                            data.task.num_labels, tcfg.dropout)
+        check_modality(built[2], modality)
+        phase.advance()
+    except StopRequested:
+        raise RunCancelled(phase="preparing") from None
+    return data, tcfg, modality, built
+
+
+def _save(run: Run, modality: str, processes: int) -> None:
+    """Write the trained run into its folder: model/, plots, report.json (fills ``run.plots``)."""
+    data, test, report, run_dir = run.data, run.data.splits["test"], run.eval_report, run.run_dir
+    meta = {"task": data.task.to_dict(), "id2label": data.task.to_dict()["id2label"],
+            "max_length": run.train_config.max_length, "base_model": run.spec.to_dict(), "method": run.config.method,
+            "method_config": run.config.method_cfg().to_dict(), "modality": modality}
+    save_classifier(run.model, run.tokenizer, run_dir / "model", meta)
+    run.plots["confusion_matrix"] = plot_confusion(report, run_dir / "confusion_matrix.png")
+    if modality == "image":
+        run.plots["misclassified"] = plot_misclassified(split_inputs(test), test["label"], run.test_logits,
+                                                        data.task.labels, run_dir / "misclassified.png")
+    run.plots["training"] = plot_training(run.train_result.step_losses, run.train_result.history,
+                                          run_dir / "training.png")
+    (run_dir / "report.json").write_text(json.dumps(_report_dict(run) | {"processes": processes}, indent=2))
 
 
 def images_dir(run_dir: str | Path) -> Path | None:
@@ -213,16 +252,26 @@ def check_modality(spec: ModelSpec, modality: str) -> None:
                           f"{DEFAULT_MODELS[modality]!r} or another {modality} model")
 
 
-def predict_sharded(acc, model, tokenizer, texts, max_length: int):
+def predict_sharded(acc, model, tokenizer, texts, max_length: int, phase: Phase | None = None):
     """Logits for every text exactly once: each process predicts a contiguous shard, all shards are gathered in
-    order. float32 [n, num_labels]."""
+    order. float32 [n, num_labels]. With ``phase`` (unstarted), its rows are reported once per batch and a stop
+    raises StopRequested between batches."""
     import numpy as np
 
-    from .feeds import sharded
+    from .feeds import map_tracked, sharded
 
     texts = list(texts)
-    rows = sharded(acc, lambda ix: list(predict_logits(model, tokenizer, [texts[i] for i in ix], max_length))
-                   if len(ix) else [], len(texts))
+    model.eval()
+    device = next(model.parameters()).device
+    tick = (lambda rows: phase.advance(rows * acc.num_processes)) if phase else (lambda rows: None)
+    if phase:
+        phase.total = len(texts)
+        phase.start()
+    rows = sharded(acc, lambda ix: list(map_tracked(lambda b: model(**b), tokenizer, [texts[i] for i in ix],
+                                                    max_length, device, tick).numpy()) if len(ix) else [],
+                   len(texts))
+    if phase:
+        phase.finish()
     return np.stack(rows)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .callbacks import Callback, Control, ProgressEvent
+from .callbacks import Callback, Control, Phase, ProgressEvent, StopRequested
 from .data import split_inputs
 from .errors import ConfigError
 from .feeds import FeatureFeed, _layer_stack, first_trainable_layer, make_feed
@@ -83,13 +83,15 @@ class TrainConfig:
 class TrainResult:
     """What training did. ``history``: one dict per epoch (epoch, train_loss, val_loss, val_accuracy,
     val_macro_f1); ``step_losses``: training loss per optimizer step; ``best_epoch``: 1-based epoch whose
-    weights were kept (0 if none finished)."""
+    weights were kept (0 if none finished); ``cancelled_in``: the phase the stop flag stopped ("encoding",
+    "training"; "" when not cancelled)."""
 
     history: list[dict] = field(default_factory=list)
     step_losses: list[float] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
     cancelled: bool = False
+    cancelled_in: str = ""
     seconds: float = 0.0
     used_feature_cache: bool = False
     cache: str = "none"
@@ -170,6 +172,13 @@ def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequ
     Under several processes (``accelerate launch``) batches are sharded and gradients averaged (DDP); every
     process validates on the whole validation split, so all take the same early-stopping decisions.
 
+    Progress: "phase" events for "encoding" (rows of the train and validation splits whose frozen features are
+    cached, once per batch; only when something is cached, and again for the LP-FT probe's features) and
+    "training" (optimizer steps; at most one per second), besides the "start" / "step" / "epoch" / "end" events.
+    Stop flag: checked after every step and between the batches of the encoding, the LP-FT probe and every
+    validation pass; a stopped run returns at once with ``cancelled`` set (the best finished epoch restored;
+    ``history`` empty and ``best_epoch`` 0 when none finished).
+
     Raises:
         ConfigError: a ``None`` hyper-parameter, or no trainable parameter.
     """
@@ -188,12 +197,16 @@ def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequ
     texts = {s: split_inputs(splits[s]) for s in ("train", "validation")}
     labels = {s: torch.tensor(splits[s]["label"], dtype=torch.long) for s in texts}
     res = TrainResult()
-    if cfg.probe_epochs and _trains_beyond_head(model):
-        res.probe = _linear_probe(model, tokenizer, texts, labels, cfg, acc, emit, control)
-        if control.should_stop:
-            res.cancelled = True
+    try:
+        if cfg.probe_epochs and _trains_beyond_head(model):
+            res.probe = _linear_probe(model, tokenizer, texts, labels, cfg, acc, emit, control)
+            if control.should_stop:  # stopped during the probe: the run ends here
+                raise StopRequested("training")  # the probe is the first training
+        feed = make_feed(model, tokenizer, texts, cfg.max_length, acc, cfg.feature_cache,
+                         Phase(emit, "encoding", 0, control))
+    except StopRequested as e:
+        res.cancelled, res.cancelled_in = True, e.phase
     if not res.cancelled:
-        feed = make_feed(model, tokenizer, texts, cfg.max_length, acc, cfg.feature_cache)
         res.used_feature_cache, res.cache = feed.kind != "none", feed.kind
         _fit(model, feed, labels, cfg, acc, emit, control, res, t0)
     model.eval()
@@ -219,7 +232,7 @@ def _linear_probe(model, tokenizer, texts, labels, cfg: TrainConfig, acc, emit, 
     for p in frozen:
         p.requires_grad_(False)
     try:
-        feed = FeatureFeed(model, tokenizer, texts, cfg.max_length, acc)
+        feed = FeatureFeed(model, tokenizer, texts, cfg.max_length, acc, Phase(emit, "encoding", 0, control))
         pcfg = replace(cfg, epochs=cfg.probe_epochs, head_learning_rate=PROBE["head_learning_rate"],
                        batch_size=PROBE["batch_size"], early_stopping_patience=PROBE["early_stopping_patience"])
         emit(ProgressEvent("message", message=f"linear probe warm start: head only, up to {pcfg.epochs} epochs "
@@ -266,44 +279,47 @@ def _fit(model, feed, labels, cfg: TrainConfig, acc, emit, control, res: TrainRe
     total = cfg.epochs * len(loader)  # per process, after sharding
     best, best_key, bad_epochs, step, top_f1, low_loss = None, None, 0, 0, -1.0, float("inf")
     emit(ProgressEvent("start", 0, total, message=f"{len(labels['train'])} training rows; cache: {feed.kind}; "
-                       f"{acc.num_processes} process(es) on {acc.device}"))
-    for epoch in range(1, cfg.epochs + 1):
-        set_train_mode(model)
-        losses = []
-        for idx in loader:
-            logits = module(**feed.batch("train", idx.tolist()))
-            loss = nn.functional.cross_entropy(logits, labels["train"][idx].to(acc.device))
-            acc.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            losses.append(loss.item())
-            res.step_losses.append(losses[-1])
-            emit(ProgressEvent("step", step, total, epoch - 1 + len(losses) / len(loader), losses[-1],
-                               elapsed_s=time.perf_counter() - t0))
-            if control.should_stop:
-                break
-        if control.should_stop:
-            res.cancelled = True
-            break
-        model.eval()
-        metrics = _metrics(feed.all_logits(acc.unwrap_model(module), "validation"), labels["validation"])
-        res.history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **metrics})
-        emit(ProgressEvent("epoch", step, total, epoch, metrics=metrics, elapsed_s=time.perf_counter() - t0))
-        key = (round(metrics["val_macro_f1"], 6), -round(metrics["val_loss"], 6))
-        if best_key is None or key > best_key:  # keep the weights with the best macro-F1 (then lowest loss)
-            best_key, res.best_epoch = key, epoch
-            best = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
-        # patience runs out only when neither macro-F1 nor loss improved: a head still moving off the majority
-        # class lowers the loss for several epochs before its macro-F1 moves
-        if metrics["val_macro_f1"] > top_f1 + 1e-6 or metrics["val_loss"] < low_loss - 1e-6:
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-            if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
-                res.stopped_early = True
-                break
-        top_f1, low_loss = max(top_f1, metrics["val_macro_f1"]), min(low_loss, metrics["val_loss"])
+                       f"{acc.num_processes} process(es) on {acc.device}", elapsed_s=time.perf_counter() - t0))
+    phase = Phase(emit, "training", total, control, every_s=1.0)
+    try:  # phase.advance / phase.check raise StopRequested when the stop flag is set
+        phase.start()
+        for epoch in range(1, cfg.epochs + 1):
+            set_train_mode(model)
+            losses = []
+            for idx in loader:
+                logits = module(**feed.batch("train", idx.tolist()))
+                loss = nn.functional.cross_entropy(logits, labels["train"][idx].to(acc.device))
+                acc.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                losses.append(loss.item())
+                res.step_losses.append(losses[-1])
+                emit(ProgressEvent("step", step, total, epoch - 1 + len(losses) / len(loader), losses[-1],
+                                   elapsed_s=time.perf_counter() - t0))
+                phase.advance()
+            model.eval()
+            val_logits = feed.all_logits(acc.unwrap_model(module), "validation", lambda rows: phase.check())
+            metrics = _metrics(val_logits, labels["validation"])
+            res.history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **metrics})
+            emit(ProgressEvent("epoch", step, total, epoch, metrics=metrics, elapsed_s=time.perf_counter() - t0))
+            key = (round(metrics["val_macro_f1"], 6), -round(metrics["val_loss"], 6))
+            if best_key is None or key > best_key:  # keep the weights with the best macro-F1 (then lowest loss)
+                best_key, res.best_epoch = key, epoch
+                best = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+            # patience runs out only when neither macro-F1 nor loss improved: a head still moving off the majority
+            # class lowers the loss for several epochs before its macro-F1 moves
+            if metrics["val_macro_f1"] > top_f1 + 1e-6 or metrics["val_loss"] < low_loss - 1e-6:
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+                if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
+                    res.stopped_early = True
+                    break
+            top_f1, low_loss = max(top_f1, metrics["val_macro_f1"]), min(low_loss, metrics["val_loss"])
+        phase.finish(step)  # early stopping: fewer steps than planned
+    except StopRequested as e:
+        res.cancelled, res.cancelled_in = True, e.phase
     if best is not None:
         model.load_state_dict(best, strict=False)

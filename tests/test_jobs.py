@@ -11,6 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from conftest import SMS
+from peft_core.callbacks import JsonlLogger, ProgressEvent
 from peft_core.errors import ConfigError
 from peft_core.jobs import JobError, JobManager, new_owner_token
 from peft_core.pipeline import RunConfig
@@ -64,9 +66,11 @@ def test_a_run_trains_in_the_background_and_records_everything(manager, finished
     assert cfg["run"]["train_file"].startswith(str(run_dir / "data")) and cfg["versions"]["torch"]
     p = manager.progress(token, info.id)
     assert p.phase == "evaluating" and p.step == p.total_steps > 0 and len(p.losses) > 10
+    assert p.phase_done == p.phase_total == 80 and p.eta_s == 0.0  # all 80 held-out rows evaluated
     epochs_seen = {e for e, name, _ in p.val if name == "validation macro-F1"}
     assert epochs_seen == set(range(1, info.results["epochs_run"] + 1))
-    assert any("trainable of" in note for note in p.notes) and p.log[-1].startswith("training finished")
+    assert any("trainable of" in note for note in p.notes)
+    assert any(line.startswith("training finished") for line in p.log) and p.log[-1].startswith("evaluating done")
 
 
 def test_runs_are_private_to_their_owner(manager, finished):
@@ -88,14 +92,37 @@ def test_queue_position_and_cancel(manager, sms_small):
     wait_for(lambda: manager.get(token, first.id).state == "running", 60, "the first run to start")
     assert manager.get(token, second.id).state == "queued" and manager.queue_position(second.id) == 1
     assert manager.cancel(token, second.id).state == "cancelled" and manager.queue_position(second.id) is None
-    wait_for(lambda: manager.progress(token, first.id).step >= 2, 120, "two training steps")
+    wait_for(lambda: manager.progress(token, first.id).val, 180, "the first epoch to end")
     asked = time.monotonic()
     assert manager.cancel(token, first.id).state == "cancelling"
-    done = manager.wait(token, first.id, timeout_s=30)
-    assert done.state == "cancelled" and time.monotonic() - asked < 10
-    assert done.results["epochs_run"] < 30 and done.has_model
-    assert manager.progress(token, first.id).log[-1].startswith("training cancelled")
+    done = manager.wait(token, first.id, timeout_s=60)
+    assert done.state == "cancelled" and time.monotonic() - asked < 30 and done.error is None
+    assert 1 <= done.results["epochs_run"] < 30 and done.has_model  # the best epoch so far, evaluated and saved
+    assert (manager.dir(first.id) / "report.json").is_file() and manager.run(token, first.id).eval_report
+    assert any(line.startswith("training cancelled") for line in manager.progress(token, first.id).log)
     assert not (manager.dir(second.id) / "events.jsonl").exists()  # the queued run never started
+
+
+def test_a_run_cancelled_while_encoding_ends_at_once_with_no_model(manager):
+    """Cancel acts within a batch while the frozen features are cached; with no epoch done there is nothing to
+    evaluate or offer (it used to train a step, evaluate that head and show it as the run's result)."""
+    token = new_owner_token()
+    cfg = RunConfig(train_file=str(SMS), method="head", train=TrainConfig(max_length=32, epochs=2))
+    info = manager.submit(token, cfg)  # 5,574 real rows: encoding them takes far longer than the test waits
+    wait_for(lambda: manager.progress(token, info.id).phase == "encoding", 180, "the encoding phase")
+    asked = time.monotonic()
+    assert manager.cancel(token, info.id).state == "cancelling"
+    done = manager.wait(token, info.id, timeout_s=60)
+    assert done.state == "cancelled" and time.monotonic() - asked < 10
+    assert done.error == "cancelled before the first epoch ended: there is no model to offer"
+    assert not done.has_model and done.results == {}
+    run_dir = manager.dir(info.id)
+    assert not (run_dir / "report.json").exists() and not (run_dir / "model").exists()
+    p = manager.progress(token, info.id)
+    assert p.phase == "encoding" and 0 < p.phase_done < p.phase_total and p.step == 0  # stopped mid-cache
+    assert p.log[-1] == done.error
+    with pytest.raises(JobError, match="is cancelled: it has no trained model"):
+        manager.run(token, info.id)
 
 
 def test_a_failed_run_keeps_its_log_and_says_why(manager, sms_small):
@@ -435,3 +462,43 @@ def test_a_manager_primes_the_training_stack_before_runs_start_in_parallel(tmp_p
     out = subprocess.run([sys.executable, "-c", PRIMED_SCRIPT, str(tmp_path)], check=False, cwd=root,
                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
     assert out.returncode == 0 and out.stdout.strip().endswith("primed"), out.stderr[-2000:]
+
+
+def test_queue_info_says_what_a_queued_run_waits_for_and_names_only_your_runs(tmp_path, tiny_csv):
+    release = threading.Event()
+
+    def runner(cfg, run_dir, callbacks, control):  # half-way through 100 steps at 4 s a step: 200 s left
+        log = JsonlLogger(Path(run_dir) / "events.jsonl")
+        log(ProgressEvent("start", 0, 100))
+        log(ProgressEvent("step", 50, 100, 1.0, 0.5, elapsed_s=200.0))
+        assert release.wait(60), "the test never released the run"
+        return FakeRunner()(cfg, run_dir, callbacks, control)
+
+    m = JobManager(tmp_path, max_concurrent=1, runner=runner)
+    try:
+        me, other = new_owner_token(), new_owner_token()
+        r1 = m.submit(me, fake_cfg(tiny_csv)).id
+        wait_for(lambda: m.progress(me, r1).step == 50, 30, "the first run's step event")
+        r2, r3, r4 = (m.submit(t, fake_cfg(tiny_csv)).id for t in (me, other, me))
+        q = m.queue_info(me, r2)
+        assert (q.position, q.ahead, q.ahead_mine, q.running, q.slots) == (1, 0, [], 1, 1)
+        assert list(q.running_mine) == [r1] and q.running_mine[r1] == pytest.approx(200, abs=5)
+        assert q.start_eta_s == pytest.approx(200, abs=5)
+        assert q.describe().startswith(f"Waits for your run {r1[:8]} (about 3 min ")
+        assert "It should start in about 3 min " in q.describe()
+        q = m.queue_info(me, r4)
+        assert (q.position, q.ahead, q.ahead_mine) == (3, 2, [r2]) and q.start_eta_s is None
+        assert f"your queued run {r2[:8]} and 1 queued run of other users ahead of it" in q.describe()
+        q = m.queue_info(other, r3)  # someone else's runs are counted, never named
+        assert (q.position, q.ahead, q.ahead_mine, q.running_mine) == (2, 1, [], {})
+        assert q.describe() == ("Waits for 1 run of other users training now and 1 queued run of other users "
+                                "ahead of it. No start estimate yet.")
+        assert r1 not in json.dumps(q.to_dict()) and r1[:8] not in q.describe()
+        with pytest.raises(JobError, match="no run"):
+            m.queue_info(other, r2)
+        release.set()
+        for t, r in ((me, r1), (me, r2), (other, r3), (me, r4)):
+            assert m.wait(t, r, timeout_s=30).state == "finished" and m.queue_info(t, r) is None
+    finally:
+        release.set()
+        m.shutdown()

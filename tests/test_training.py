@@ -72,6 +72,43 @@ def test_stop_flag_cancels_within_a_step(small):
     assert res.cancelled and seen == [1, 2, 3] and res.history == []
 
 
+def test_a_head_run_reports_its_encoding_before_its_first_step(small):
+    model, tok, *_ = build_model("minilm", "head", {}, small.task.num_labels)
+    events = []
+    cfg = TrainConfig(max_length=32, epochs=1).with_defaults(METHODS["head"].train_defaults)
+    train(model, tok, small.splits, cfg, [events.append])
+    kinds = [(e.kind, e.message if e.kind == "phase" else "") for e in events]
+    encoding = [e for e in events if e.kind == "phase" and e.message == "encoding"]
+    rows = len(small.splits["train"]) + len(small.splits["validation"])
+    done = [e.step for e in encoding]
+    assert done[0] == 0 and done[-1] == rows and len(done) >= 4 and done == sorted(set(done))
+    assert {e.total_steps for e in encoding} == {rows}
+    assert kinds.index(("phase", "encoding")) < kinds.index(("step", ""))
+    assert max(i for i, k in enumerate(kinds) if k == ("phase", "encoding")) < kinds.index(("start", ""))
+    training = [e for e in events if e.kind == "phase" and e.message == "training"]
+    assert training[0].step == 0 and training[-1].step == training[-1].total_steps == events[-2].step
+
+
+@pytest.mark.parametrize("method,options,kw", [("head", {}, {}), ("last_n", {"num_layers": 1}, {}),
+                                               ("lora", {"r": 4}, {"probe_epochs": 3})])
+def test_a_stop_while_encoding_ends_training_within_a_batch(small, method, options, kw):
+    """The stop flag is honoured between the batches of the feature cache (and of the LP-FT probe's)."""
+    model, tok, *_ = build_model("minilm", method, options, small.task.num_labels)
+    control, events = Control(), []
+
+    def stop_after_one_batch(ev):
+        events.append(ev)
+        if ev.kind == "phase" and ev.message == "encoding" and ev.step > 0:
+            control.request_stop()
+
+    cfg = TrainConfig(max_length=32, epochs=2, **kw).with_defaults(METHODS[method].train_defaults)
+    res = train(model, tok, small.splits, cfg, [stop_after_one_batch], control)
+    encoding = [e.step for e in events if e.kind == "phase" and e.message == "encoding"]
+    assert res.cancelled and res.history == [] and res.best_epoch == 0 and res.step_losses == []
+    assert encoding == [0, 64]  # stopped after the first batch of 64 rows
+    assert [e.kind for e in events][-1] == "end" and not any(e.kind in ("start", "step") for e in events)
+
+
 @pytest.mark.parametrize("field,value", [("epochs", 0), ("learning_rate", -1.0), ("batch_size", 2.5),
                                          ("max_length", 4), ("warmup_ratio", "0.1")])
 def test_config_names_the_bad_field(field, value):
@@ -164,3 +201,35 @@ def test_padding_free_dropout_path_is_the_stock_layer_math(small, method, option
     torch.testing.assert_close(got[True][0], got[False][0], atol=2e-5, rtol=1e-4)
     for n, g in got[True][1].items():
         torch.testing.assert_close(g, got[False][1][n], atol=1e-5, rtol=1e-3, msg=n)
+
+
+@pytest.mark.parametrize("phase", ["preparing", "encoding", "training", "evaluating"])
+def test_fine_tune_stopped_in_any_phase_before_it_has_a_model_raises_run_cancelled(tmp_path, phase):
+    """A stop takes effect in the phase it comes in; with no finished epoch (or an unevaluated model) there is
+    nothing to offer, so nothing but config.json and events.jsonl is written."""
+    from conftest import sms_subset
+    from peft_core.errors import RunCancelled
+    from peft_core.pipeline import RunConfig, fine_tune
+
+    data = tmp_path / "sms100.csv"
+    sms_subset(100).to_csv(data, index=False)
+    control, seen = Control(), []
+
+    def stop_at_start_of_phase(ev):
+        seen.append((ev.kind, ev.message if ev.kind == "phase" else "", ev.step))
+        if ev.kind == "phase" and ev.message == phase and ev.step == 0:
+            control.request_stop()
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()  # as an app job's folder: the preparing events are logged too
+    cfg = RunConfig(train_file=str(data), method="head", train=TrainConfig(max_length=32, epochs=1))
+    with pytest.raises(RunCancelled) as e:
+        fine_tune(cfg, run_dir, [stop_at_start_of_phase], control)
+    assert e.value.phase == phase
+    assert str(e.value) == ("cancelled during the held-out evaluation: the trained model was not evaluated, so "
+                            "there is no model to offer" if phase == "evaluating" else
+                            "cancelled before the first epoch ended: there is no model to offer")
+    assert seen[-1][0] == ("end" if phase in ("encoding", "training") else "phase")  # train says it ended
+    assert [k for k in seen if k[0] == "phase"][-1][1] == phase, seen  # no later phase began
+    assert sorted(p.name for p in run_dir.iterdir()) == (["events.jsonl"] if phase == "preparing" else
+                                                          ["config.json", "events.jsonl"])
