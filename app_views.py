@@ -20,6 +20,10 @@ STATE_WORDS = {"queued": "Queued", "running": "Running", "cancelling": "Cancelli
 HISTORY_COLUMNS = ["started", "run", "data", "model", "method", "settings", "accuracy", "macro-F1", "trainable",
                    "duration", "status"]
 HISTORY_WIDTHS = ["10%", "12%", "13%", "8%", "7%", "16%", "7%", "7%", "7%", "7%", "6%"]  # headers fit on one line
+LR_LABELS = {"head": "Encoder learning rate (unused: the encoder stays frozen)",
+             "last_n": "Encoder learning rate (last N layers)", "lora": "LoRA adapter learning rate"}
+LR_INFO = "AdamW step size for the trained encoder layers or adapters"
+PROBE_INFO = "LP-FT: fit the head alone for up to this many epochs first; 0 = off"
 LOSS_COLUMNS = ["step", "loss"]
 VAL_COLUMNS = ["epoch", "value", "metric"]
 
