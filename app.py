@@ -151,7 +151,8 @@ def load_preview(train_file, test_file, text_col=None, label_col=None):
     label_col = label_col if label_col in cols else None
     text_col, label_col = infer_columns(frame, text_col, label_col)
     data = _prepare(train_file, test_file, text_col, label_col)
-    return (views.preview_frame(frame, text_col, label_col), gr.update(choices=cols, value=text_col), gr.update(choices=cols, value=label_col),
+    return (views.preview_frame(frame, text_col, label_col), gr.update(choices=cols, value=text_col),
+            gr.update(choices=cols, value=label_col),
             data.report.to_markdown(), data.report.class_table(), gr.update(value=None, visible=False), "text")
 
 

@@ -63,7 +63,8 @@ def data_note(info: JobInfo, cfg, data: dict) -> str:
         text_col = cfg.text_column or data.get("text_column") or "(inferred)"
         label_col = cfg.label_column or data.get("label_column") or "(inferred)"
         what = f"text column `{text_col}`, label column `{label_col}`; {test}"
-    return (f"**Run `{views.run_title(info).replace('`', chr(39))}` (shown in step 3) trained on `{name}`** ({what}). Its settings "
+    title = views.run_title(info).replace("`", "'")
+    return (f"**Run `{title}` (shown in step 3) trained on `{name}`** ({what}). Its settings "
             "are in step 2. To train on other data, upload a file above.")
 
 

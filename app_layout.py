@@ -39,7 +39,8 @@ def data_and_model(defaults, model_choices, default_model, method_choices):
     w["run_data_md"] = gr.Markdown(visible=False, elem_id="run-data")
     with gr.Row(visible=False) as w["preview_row"]:  # shown once a file is chosen
         w["preview"] = gr.Dataframe(pd.DataFrame(columns=["(upload a file)"]), label="Preview (first rows)",
-                                    interactive=False, wrap=True, max_height=300, scale=3, elem_id="preview")
+                                    interactive=False, wrap=True, max_height=300, scale=3, elem_id="preview",
+                                    column_widths=["50%", "15%"])  # the chosen text and label columns come first
         w["classes"] = gr.Dataframe(pd.DataFrame(columns=["label", "train", "validation", "test", "share %"]),
                                     label="Class balance (rows per split)", interactive=False, max_height=300,
                                     scale=2)
@@ -74,14 +75,14 @@ def data_and_model(defaults, model_choices, default_model, method_choices):
                               info="Examples per optimizer step")
             patience = gr.Number(label="Early-stopping patience", value=defaults.early_stopping_patience,
                                  precision=0, elem_id="hp-patience",
-                                 info="Epochs without a better validation macro-F1 before stopping; 0 = off")
+                                 info="Epochs without a better validation macro-F1; 0 = off")
         with gr.Row(equal_height=True):
             head_lr = gr.Number(label="Head learning rate", value=defaults.head_learning_rate,
                                 info="AdamW step size for the new classification head")
             decay = gr.Number(label="Weight decay", value=defaults.weight_decay,
                               info="AdamW weight decay (0.01 is typical; 0 = none)")
             warmup = gr.Number(label="Warmup ratio", value=defaults.warmup_ratio,
-                               info="Share of steps whose learning rate rises from 0 (0.1 = first 10 %)")
+                               info="Share of steps with a rising learning rate (0.1 = 10 %)")
         with gr.Row(equal_height=True):
             max_len = gr.Number(label="max_length (tokens)", value=defaults.max_length, precision=0,
                                 elem_id="hp-max-length", info="Longer texts are cut; shorter is faster (text only)")

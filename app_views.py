@@ -83,10 +83,11 @@ def _results_line(info: JobInfo) -> str:
             f"(majority baseline accuracy {r['baseline_accuracy']:.4f}); {epochs}")
 
 
-PHASE_WORDS = {"preparing": "Preparing the data and the base model", "encoding": "Computing the frozen encoder's features",
-               "training": "Training", "evaluating": "Evaluating on the held-out test set and saving the model",
-               "exporting": "Exporting to ONNX", "parity": "Checking ONNX against PyTorch", "int8": "Quantizing to int8",
-               "bundle": "Building the bundle"}
+PHASE_WORDS = {"preparing": "Preparing the data and the base model",
+               "encoding": "Computing the frozen encoder's features", "training": "Training",
+               "evaluating": "Evaluating on the held-out test set and saving the model",
+               "exporting": "Exporting to ONNX", "parity": "Checking ONNX against PyTorch",
+               "int8": "Quantizing to int8", "bundle": "Building the bundle"}
 
 
 def _duration(s: float | None) -> str:
@@ -178,8 +179,8 @@ def _phase_html(p: Progress) -> str | None:
         return None
     eta = getattr(p, "phase_eta_s", None)
     left = f"about {_duration(eta)} left" if eta is not None else "estimating…"
-    return (_bar(min(1.0, (done or 0) / total)) + f"{PHASE_WORDS.get(phase, phase.capitalize())} – {done or 0}/{total}"
-            f" – {left}")
+    word = PHASE_WORDS.get(phase, phase.capitalize())
+    return _bar(min(1.0, (done or 0) / total)) + f"{word} – {done or 0}/{total} – {left}"
 
 
 def _running_html(info: JobInfo, p: Progress) -> str:
@@ -192,7 +193,7 @@ def _running_html(info: JobInfo, p: Progress) -> str:
         return "Preparing: reading the data, loading the base model" + (
             " and computing the frozen encoder's features once…" if info.method == "head" else "…")
     if p.phase != "training":
-        return PHASE_WORDS.get(p.phase, "Training done; evaluating on the held-out test set and saving the model") + "…"
+        return PHASE_WORDS.get(p.phase, "Evaluating on the held-out test set and saving the model") + "…"
     epochs = info.params.get("epochs")
     left = f"about {_secs(p.eta_s)} left at most (early stopping may end it sooner)" if p.eta_s is not None else ""
     return (_bar(p.fraction) + f"Step <b>{p.step}</b> / {p.total_steps} ({100 * p.fraction:.0f} %) · epoch "
