@@ -17,9 +17,9 @@ from peft_core.progress import Progress
 
 STATE_WORDS = {"queued": "Queued", "running": "Running", "cancelling": "Cancelling", "finished": "Finished",
                "failed": "Failed", "cancelled": "Cancelled"}
-HISTORY_COLUMNS = ["started", "run", "data", "model", "method", "settings", "accuracy", "macro-F1", "trainable",
-                   "duration", "status"]
-HISTORY_WIDTHS = ["10%", "12%", "13%", "8%", "7%", "16%", "7%", "7%", "7%", "7%", "6%"]  # headers fit on one line
+HISTORY_COLUMNS = ["started", "run", "data", "model · method", "settings", "accuracy", "macro-F1", "duration",
+                   "status"]
+HISTORY_WIDTHS = ["11%", "14%", "14%", "12%", "18%", "8%", "8%", "7%", "8%"]  # headers and words fit on one line
 LR_LABELS = {"head": "Encoder learning rate (unused: the encoder stays frozen)",
              "last_n": "Encoder learning rate (last N layers)", "lora": "LoRA adapter learning rate"}
 LR_INFO = "AdamW step size for the trained encoder layers or adapters"
@@ -268,14 +268,13 @@ def _settings(j: JobInfo) -> str:
 
 
 def history_frame(jobs: list[JobInfo]) -> pd.DataFrame:
-    """One row per run (newest first): when, id and name, data file, model, method, settings, results,
-    trainable share, duration in words, status."""
+    """One row per run (newest first): when, id and name, data file, model and method, settings, results,
+    duration in words, status (the trainable share is in the comparison)."""
     rows = []
     for j in jobs:
         r = j.results
-        pct = r.get("trainable_pct")
-        rows.append([_clock(j.created), run_title(j), getattr(j, "dataset", ""), j.model, j.method, _settings(j),
-                     _fmt(r.get("accuracy")), _fmt(r.get("macro_f1")), "" if pct is None else f"{pct:.3g} %",
+        rows.append([_clock(j.created), run_title(j), getattr(j, "dataset", ""), f"{j.model} · {j.method}",
+                     _settings(j), _fmt(r.get("accuracy")), _fmt(r.get("macro_f1")),
                      _secs(j.duration_s) if j.finished and j.started else "", j.state])
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 

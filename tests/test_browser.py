@@ -200,10 +200,10 @@ def box(page, selector):
 
 
 def headers_fit(page, table) -> list[str]:
-    """Header words of a table that are wider than their column (they would break mid-word)."""
+    """Words in a table's headers and cells that are wider than their column (they would break mid-word)."""
     return page.evaluate("""(sel) => {
         const bad = [];
-        for (const th of document.querySelectorAll(sel + ' th')) {
+        for (const th of document.querySelectorAll(sel + ' th, ' + sel + ' td')) {
             const span = th.querySelector('span, div') || th;
             const style = getComputedStyle(span), ctx = document.createElement('canvas').getContext('2d');
             ctx.font = `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
@@ -302,7 +302,7 @@ def test_named_runs_reload_refills_the_form_results_render_and_compare_overlays(
     page.locator("#hp").get_by_text("Hyper-parameters").click()
     expect(page.locator("#hp-epochs input")).to_have_value("2")
     expect(page.locator("#hp-max-length input")).to_have_value("32")
-    expect(page.locator("#run-picker input")).to_have_value(re.compile("last two layers · sms_sample_400.csv"))
+    expect(page.locator("#run-picker input")).to_have_value(re.compile("“last two layers” · sms_sample_400.csv"))
     shot(page, "14_reloaded_form_refilled")
     expect(page.locator("#run-status b[data-state=finished]")).to_be_visible(timeout=240_000)
     expect(page.locator("#cm-img img")).to_be_visible(timeout=15_000)  # results render after "Finished"

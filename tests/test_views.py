@@ -120,7 +120,7 @@ def test_history_picker_and_compare_name_the_data_and_the_run_and_skip_text_fiel
     assert h.loc[0, "run"] == "abababab “first try”" and h.loc[0, "data"] == "sms.csv"
     assert h.loc[0, "duration"] == "4 min 12 s" and "max_length 64" in h.loc[0, "settings"]
     assert h.loc[1, "data"] == "digits.zip" and "max_length" not in h.loc[1, "settings"]
-    assert len(HISTORY_WIDTHS) == len(HISTORY_COLUMNS) and max(len(c) for c in HISTORY_COLUMNS) <= 9
+    assert len(HISTORY_WIDTHS) == len(HISTORY_COLUMNS) and max(len(w) for c in HISTORY_COLUMNS for w in c.split()) <= 8
     c = compare_frame([image])
     rows = dict(zip(c[""], c["cdcdcdcd"]))
     assert rows["data"] == "digits.zip" and not any("max_length" in r for r in c[""])
