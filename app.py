@@ -9,6 +9,7 @@ once, the rest queue. ``python app.py`` serves on http://127.0.0.1:7860 (``GRADI
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -22,6 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 
+import app_form as form  # noqa: E402
 import app_layout as layout  # noqa: E402
 import app_views as views  # noqa: E402
 from peft_core.data import infer_columns, prepare_data, read_table  # noqa: E402
@@ -149,7 +151,8 @@ def load_preview(train_file, test_file, text_col=None, label_col=None):
     label_col = label_col if label_col in cols else None
     text_col, label_col = infer_columns(frame, text_col, label_col)
     data = _prepare(train_file, test_file, text_col, label_col)
-    return (frame.head(12), gr.update(choices=cols, value=text_col), gr.update(choices=cols, value=label_col),
+    return (views.preview_frame(frame, text_col, label_col), gr.update(choices=cols, value=text_col),
+            gr.update(choices=cols, value=label_col),
             data.report.to_markdown(), data.report.class_table(), gr.update(value=None, visible=False), "text")
 
 
@@ -169,7 +172,7 @@ def method_defaults(method: str):
 
     cfg = TrainConfig().with_defaults(METHODS[method].train_defaults)
     return ([getattr(cfg, f) for f in HP_FIELDS]
-            + [gr.update(visible=method == "last_n"), gr.update(visible=method == "lora")])
+            + [gr.update(visible=method == "last_n"), gr.update(visible=method == "lora"), cfg.probe_epochs])
 
 
 def _method_config(method, num_layers, lora_r, lora_alpha, lora_dropout, lora_targets) -> dict:
@@ -214,7 +217,7 @@ def _mine(owner):
 
 def _picker(owner, value=None):
     runs = _mine(owner)
-    return gr.update(choices=[views.run_choice(j) for j in runs], value=value)
+    return gr.update(choices=[views.run_choice(j) for j in runs], value=value, visible=bool(runs))
 
 
 def on_load(owner):
@@ -232,19 +235,22 @@ def on_load(owner):
 @user_errors
 def train_model(owner, train_file, test_file, text_col, label_col, model, method, epochs, batch_size,
                 learning_rate, head_learning_rate, weight_decay, warmup_ratio, max_length, dropout,
-                early_stopping_patience, seed, num_layers, lora_r, lora_alpha, lora_dropout, lora_targets):
+                early_stopping_patience, seed, num_layers, lora_r, lora_alpha, lora_dropout, lora_targets,
+                probe_epochs=None, run_name=""):
     """Check the inputs and queue a training run -> (run id, status HTML). Returns at once; follow the run
-    with /status (API) or the live view (page)."""
+    with /status (API) or the live view (page). ``probe_epochs``: LP-FT warm-start epochs (None: the method's
+    default); ``run_name``: an optional name or note shown with the run."""
     hp = (epochs, batch_size, learning_rate, head_learning_rate, weight_decay, warmup_ratio, max_length, dropout,
           early_stopping_patience, seed)
     method_opts = (num_layers, lora_r, lora_alpha, lora_dropout, lora_targets)
     cfg = _run_config(train_file, test_file, text_col, label_col, model, method, hp, method_opts)
+    cfg.train = dataclasses.replace(cfg.train, probe_epochs=probe_epochs)  # validated like the others
     _prepare(cfg.train_file, cfg.test_file, cfg.text_column, cfg.label_column)
     if model and model in REGISTRY:  # a bundled model of the wrong kind: say so now, not after queueing
         from peft_core.pipeline import check_modality
 
         check_modality(REGISTRY[model], "image" if _is_zip(cfg.train_file) else "text")
-    info = jobs().submit(owner, cfg)
+    info = jobs().submit(owner, cfg, name=run_name or "")
     return info.id, views.status_html(info, None, jobs().queue_position(info.id))
 
 
@@ -268,49 +274,57 @@ def delete_run(owner, run_id):
 
 
 def _results(info):
-    """Outputs metrics, per-class, confusion matrix, training curve for a run (empty when it has no model)."""
+    """Outputs metrics, per-class, confusion matrix, misclassified images of a run (empty when it has no model
+    or its report.json is not written yet) and whether there are results."""
     from peft_core.evaluation import EvalReport
 
     report_path = jobs().dir(info.id) / "report.json" if info else None
     if info is None or not info.has_model or not report_path.is_file():
         return (pd.DataFrame(columns=["metric", "model", "baseline"]),
-                pd.DataFrame(columns=["label", "precision", "recall", "f1", "support"]), None, None,
-                gr.update(value=None, visible=False))
+                pd.DataFrame(columns=["label", "precision", "recall", "f1", "support"]), None,
+                gr.update(value=None, visible=False), False)
     ev = EvalReport(**json.loads(report_path.read_text())["evaluation"])
     run_dir = jobs().dir(info.id)
     miss = run_dir / "misclassified.png"
     return (ev.metrics_table(), ev.per_class_table(), str(run_dir / "confusion_matrix.png"),
-            str(run_dir / "training.png"),
-            gr.update(value=str(miss), visible=True) if miss.is_file() else gr.update(value=None, visible=False))
+            gr.update(value=str(miss), visible=True) if miss.is_file() else gr.update(value=None, visible=False),
+            True)
+
+
+POLL_OUTPUTS = ["status", "loss_plot", "val_plot", "log", "metrics", "per_class", "cm_img", "history", "run",
+                "compare_pick", "config_dl", "miss_img", "live_col", "results_col", "cancel_btn", "delete_btn",
+                "use_col", "use_note", "runs_col", "quota_md"]  # what poll returns after ``view``, in this order
 
 
 def poll(owner, run_id, view):
     """Timer tick: refresh what changed for the selected run (status, curves, log, results) and the run lists.
-    ``view`` (per tab) remembers what is on screen so unchanged outputs are skipped."""
-    view, out = dict(view or {}), [gr.skip()] * 13
+    ``view`` (per tab) remembers what is on screen so unchanged outputs are skipped. Returns ``view`` and the
+    outputs named in POLL_OUTPUTS (gr.skip() for unchanged ones)."""
+    view, out = dict(view or {}), {}
     runs = _mine(owner)
-    sig = [(j.id, j.state) for j in runs]
+    sig = [(j.id, j.state, j.name) for j in runs]
     if sig != view.get("sig"):
         view["sig"] = sig
-        out[8] = views.history_frame(runs)
-        out[9] = gr.update(choices=[views.run_choice(j) for j in runs])  # never the value: a tick may race a pick
-        out[10] = gr.update(choices=[views.run_choice(j) for j in runs if j.has_model])
+        out |= form.run_lists(jobs(), owner, runs)
     info = next((j for j in runs if j.id == run_id), None)
     p = jobs().progress(owner, info.id) if info else None
-    status = views.status_html(info, p, jobs().queue_position(info.id) if info else None)
+    queue = views.queue_context(jobs(), owner, info, runs) if info and info.state == "queued" else None
+    status = views.status_html(info, p, jobs().queue_position(info.id) if info else None, queue)
     if status != view.get("status"):
-        view["status"], out[0] = status, status
+        view["status"], out["status"] = status, status
     live = (info.id, p.step, len(p.val), len(p.log), p.phase) if info else None
     if live != view.get("live"):
         view["live"] = live
-        out[1:4] = [views.loss_frame(p), views.val_frame(p), views.log_text(p, info)]
-    shown = (info.id, info.has_model) if info else None
+        loss, val = views.loss_frame(p), views.val_chart(p)
+        out |= {"loss_plot": gr.update(value=loss, visible=len(loss) > 0),
+                "val_plot": gr.update(value=val, visible=len(val) > 0), "log": views.log_text(p, info),
+                "live_col": gr.update(visible=info is not None)}
+    # results refresh when the run, its state or its report.json changes (a run can end before its report is read)
+    shown = (info.id, info.state, info.has_model, (jobs().dir(info.id) / "report.json").is_file()) if info else None
     if shown != view.get("shown"):
         view["shown"] = shown
-        out[4:8], out[12] = (r := _results(info))[:4], r[4]
-        out[11] = gr.update(value=str(jobs().dir(info.id) / "config.json") if info else None,
-                            interactive=info is not None)
-    return (view, *out)
+        out |= form.shown(jobs(), info, *_results(info))
+    return (view, *[out.get(k, gr.skip()) for k in POLL_OUTPUTS])
 
 
 @user_errors
@@ -384,14 +398,14 @@ def export_bundle(owner, run_id, progress=gr.Progress()):
     ok = res.bundle is not None
     text = (f"**Ready to download** (run `{views.short(run_id)}`). " if ok else "**Export blocked.** ") + res.message
     files = [str(res.bundle)] + [str(p) for p in res.bundles.values() if p != res.bundle] if ok else None
-    return text, res.parity.to_table(), gr.update(value=files, visible=ok)
+    return text, gr.update(value=views.parity_table(res.parity.to_table()), visible=True), gr.update(value=files,
+                                                                                                 visible=ok)
 
 
 @user_errors
 def compare_runs(owner, run_ids):
-    """Ticked runs -> a side-by-side table of their metrics and settings."""
-    runs = {j.id: j for j in _mine(owner)}
-    return views.compare_frame([runs[i] for i in run_ids or [] if i in runs])
+    """Ticked runs -> side-by-side table, validation curves, per-class F1 (see ``app_form.compare``)."""
+    return form.compare(jobs(), owner, run_ids)
 
 
 @user_errors
@@ -452,7 +466,12 @@ def build_demo() -> gr.Blocks:
         d["test_file"].change(load_preview, data_inputs + [d["text_col"], d["label_col"]], data_outputs, **private)
         for col in (d["text_col"], d["label_col"]):
             col.input(load_preview, data_inputs + [d["text_col"], d["label_col"]], data_outputs, **private)
-        d["method"].input(method_defaults, d["method"], d["hp"] + [d["num_layers"], d["lora_row"]], **private)
+        d["method"].input(method_defaults, d["method"], d["hp"] + [d["num_layers"], d["lora_row"], d["probe_epochs"]],
+                          **private)
+        d["method"].change(form.method_widgets, d["method"], [d["hp"][2], d["num_layers"], d["lora_row"],
+                                                               d["probe_epochs"]], **private)
+        d["task"].change(form.text_only, d["task"], d["hp"][HP_FIELDS.index("max_length")], **private)
+        d["train_file"].change(form.preview_visible, d["train_file"], d["preview_row"], **private)
         count_inputs = data_inputs + [d["text_col"], d["label_col"], d["model"], d["method"]] + method_opts
         for trigger in (d["method"].change, d["model"].change, d["num_layers"].change, d["lora_r"].change,
                         d["label_col"].change):
@@ -460,16 +479,17 @@ def build_demo() -> gr.Blocks:
 
         demo.load(on_load, owner, [owner, t["run"], u["bundle"]], **private)
         t["train_btn"].click(train_model, [owner] + data_inputs + [d["text_col"], d["label_col"], d["model"],
-                                                                  d["method"]] + d["hp"] + method_opts,
+                                                                  d["method"]] + d["hp"] + method_opts
+                             + [d["probe_epochs"], t["run_name"]],
                              [t["started"], t["started_msg"]], api_name="train"
                              ).success(_picker, [owner, t["started"]], t["run"], **private)
         t["cancel_btn"].click(cancel_run, [owner, t["run"]], t["status"], api_name="cancel", concurrency_limit=None)
         t["delete_btn"].click(delete_run, [owner, t["run"]], t["run"], api_name="delete", concurrency_limit=None)
-        timer.tick(poll, [owner, t["run"], view],
-                   [view, t["status"], t["loss_plot"], t["val_plot"], t["log"], t["metrics"], t["per_class"],
-                    t["cm_img"], t["curve_img"], h["history"], t["run"], h["compare_pick"], h["config_dl"],
-                    t["miss_img"]],
+        timer.tick(poll, [owner, t["run"], view], [view] + [{**t, **u, **h}[k] for k in POLL_OUTPUTS],
                    show_progress="hidden", concurrency_limit=None, **private)
+        t["run"].change(lambda tok, run_id: form.run_to_form(jobs(), HP_FIELDS, tok, run_id), [owner, t["run"]],
+                        [d["run_data_md"], d["task"], d["model"], d["method"]] + d["hp"] + method_opts[1:]
+                        + [d["num_layers"], d["probe_epochs"]], **private)
         gr.api(run_status, api_name="status", concurrency_limit=None)
         gr.api(list_runs, api_name="runs", concurrency_limit=None)
         gr.api(new_owner, api_name="new_owner", concurrency_limit=None)
@@ -481,10 +501,12 @@ def build_demo() -> gr.Blocks:
                             **private)
         u["export_btn"].click(export_bundle, [owner, t["run"]], [u["export_md"], u["parity"], u["bundle"]],
                               api_name="export", concurrency_id="export", concurrency_limit=1)
-        h["compare_pick"].change(compare_runs, [owner, h["compare_pick"]], h["compare"], **private)
+        h["compare_pick"].change(compare_runs, [owner, h["compare_pick"]],
+                                 [h["compare"], h["compare_curves"], h["compare_f1"], h["compare_col"]], **private)
         h["config_up"].upload(config_to_form, h["config_up"],
                               [d["model"], d["method"]] + d["hp"] + method_opts[1:]
                               + [d["num_layers"], d["lora_row"], h["config_msg"]], **private)
+        h["config_up"].upload(form.probe_from_config, h["config_up"], d["probe_epochs"], **private)
     return demo
 
 

@@ -36,117 +36,162 @@ def data_and_model(defaults, model_choices, default_model, method_choices):
     w["data_report"] = gr.Markdown(elem_id="data-report")
     w["image_preview"] = gr.Gallery(label="Sample images (class folder)", columns=8, height=200, visible=False,
                                     elem_id="image-preview")
-    with gr.Row():
+    w["run_data_md"] = gr.Markdown(visible=False, elem_id="run-data")
+    with gr.Row(visible=False) as w["preview_row"]:  # shown once a file is chosen
         w["preview"] = gr.Dataframe(pd.DataFrame(columns=["(upload a file)"]), label="Preview (first rows)",
-                                    interactive=False, wrap=True, max_height=300, scale=3)
+                                    interactive=False, wrap=True, max_height=300, scale=3, elem_id="preview",
+                                    column_widths=["50%", "15%"])  # the chosen text and label columns come first
         w["classes"] = gr.Dataframe(pd.DataFrame(columns=["label", "train", "validation", "test", "share %"]),
                                     label="Class balance (rows per split)", interactive=False, max_height=300,
                                     scale=2)
     gr.Markdown("## 2 · Model and method")
     with gr.Row():
         w["model"] = gr.Dropdown(label="Base model", choices=model_choices, value=default_model,
-                                 allow_custom_value=True,
+                                 allow_custom_value=True, elem_id="model",
                                  info="A bundled model, or type a local folder / Hugging Face Hub ID")
         w["method"] = gr.Radio(label="What to train", choices=method_choices, value="head", elem_id="method",
                                info="Linear probe: fastest; last N layers / LoRA: adapt the encoder too")
-    with gr.Row():
-        w["num_layers"] = gr.Number(label="N (top encoder layers to train)", value=2, precision=0, visible=False)
-        with gr.Row(visible=False) as w["lora_row"]:
-            w["lora_r"] = gr.Number(label="LoRA rank r", value=8, precision=0)
-            w["lora_alpha"] = gr.Number(label="LoRA alpha", value=16)
-            w["lora_dropout"] = gr.Number(label="LoRA dropout", value=0.1)
-            w["lora_targets"] = gr.Textbox(label="Target modules", placeholder="default: query, value")
+    with gr.Row(visible=False, equal_height=True) as w["lora_row"]:
+        w["lora_r"] = gr.Number(label="LoRA rank r", value=8, precision=0, elem_id="lora-r",
+                                info="Adapter size: 4-16 is typical; larger trains more parameters")
+        w["lora_alpha"] = gr.Number(label="LoRA alpha", value=16, elem_id="lora-alpha",
+                                    info="Scale: the adapters' update is multiplied by alpha / r")
+        w["lora_dropout"] = gr.Number(label="LoRA dropout", value=0.1,
+                                      info="Dropout on the adapters' input while training (0-0.3)")
+        w["lora_targets"] = gr.Textbox(label="Target modules", placeholder="default: query, value",
+                                       info="Layer names to adapt, comma-separated; empty: the model's default")
+    with gr.Row(equal_height=True, elem_id="method-opts"):
+        w["num_layers"] = gr.Number(label="N (top encoder layers to train)", value=2, precision=0, visible=False,
+                                    elem_id="num-layers", info="1 = only the last layer; more adapts more, slower")
+        lr = gr.Number(label=views.LR_LABELS["head"], value=defaults.learning_rate, visible=False, elem_id="hp-lr",
+                       info=views.LR_INFO)
+        w["probe_epochs"] = gr.Number(label="Warm-start epochs (head first)", value=None, precision=0,
+                                      visible=False, elem_id="probe-epochs", info=views.PROBE_INFO)
     with gr.Accordion("Hyper-parameters (defaults suit the chosen method)", open=False, elem_id="hp"):
-        with gr.Row():
-            w["hp"] = [gr.Number(label="Epochs (max)", value=defaults.epochs, precision=0, elem_id="hp-epochs"),
-                       gr.Number(label="Batch size", value=defaults.batch_size, precision=0),
-                       gr.Number(label="Encoder learning rate", value=defaults.learning_rate),
-                       gr.Number(label="Head learning rate", value=defaults.head_learning_rate),
-                       gr.Number(label="Weight decay", value=defaults.weight_decay)]
-        with gr.Row():
-            w["hp"] += [gr.Number(label="Warmup ratio", value=defaults.warmup_ratio),
-                        gr.Number(label="max_length (tokens)", value=defaults.max_length, precision=0,
-                                  elem_id="hp-max-length"),
-                        gr.Number(label="Head dropout", value=defaults.dropout),
-                        gr.Number(label="Early-stopping patience (epochs, 0 = off)",
-                                  value=defaults.early_stopping_patience, precision=0, elem_id="hp-patience"),
-                        gr.Number(label="Seed", value=defaults.seed, precision=0)]
+        with gr.Row(equal_height=True):
+            epochs = gr.Number(label="Epochs (max)", value=defaults.epochs, precision=0, elem_id="hp-epochs",
+                               info="Upper limit: early stopping may end training sooner")
+            batch = gr.Number(label="Batch size", value=defaults.batch_size, precision=0,
+                              info="Examples per optimizer step")
+            patience = gr.Number(label="Early-stopping patience", value=defaults.early_stopping_patience,
+                                 precision=0, elem_id="hp-patience",
+                                 info="Epochs without a better validation macro-F1; 0 = off")
+        with gr.Row(equal_height=True):
+            head_lr = gr.Number(label="Head learning rate", value=defaults.head_learning_rate,
+                                info="AdamW step size for the new classification head")
+            decay = gr.Number(label="Weight decay", value=defaults.weight_decay,
+                              info="AdamW weight decay (0.01 is typical; 0 = none)")
+            warmup = gr.Number(label="Warmup ratio", value=defaults.warmup_ratio,
+                               info="Share of steps with a rising learning rate (0.1 = 10 %)")
+        with gr.Row(equal_height=True):
+            max_len = gr.Number(label="max_length (tokens)", value=defaults.max_length, precision=0,
+                                elem_id="hp-max-length", info="Longer texts are cut; shorter is faster (text only)")
+            dropout = gr.Number(label="Head dropout", value=defaults.dropout,
+                                info="Dropout before the head while training (0-0.5)")
+            seed = gr.Number(label="Seed", value=defaults.seed, precision=0,
+                             info="Same seed, data and settings: same split and same result")
+    w["hp"] = [epochs, batch, lr, head_lr, decay, warmup, max_len, dropout, patience, seed]  # app.HP_FIELDS order
     w["trainable_md"] = gr.Markdown()
     return w
 
 
 def train():
-    """Step 3: start / cancel, the run picker, live status, curves, log, results."""
+    """Step 3: start / cancel, the run picker, live status, curves, log, results (each shown once it has
+    something to show)."""
     w = {}
     gr.Markdown("## 3 · Train and evaluate\nTraining runs on the server: you can close or reload this page and "
                 "come back to it. Runs are kept for this browser only.")
     with gr.Row():
-        w["train_btn"] = gr.Button("Start training", variant="primary", elem_id="train-btn")
-        w["cancel_btn"] = gr.Button("Cancel run", variant="stop", elem_id="cancel-btn")
-        w["delete_btn"] = gr.Button("Delete run", elem_id="delete-btn")
+        w["run_name"] = gr.Textbox(label="Run name or note (optional)", placeholder="e.g. LoRA r=4, more epochs",
+                                   max_length=80, scale=3, elem_id="run-name")
+        w["train_btn"] = gr.Button("Start training", variant="primary", elem_id="train-btn", scale=2)
     w["started"] = gr.Textbox(visible=False)  # id of the run just started (the /train API result) ...
     w["started_msg"] = gr.Markdown(visible=False)  # ... and its first status (the page shows the live one)
-    w["run"] = gr.Dropdown(label="Run shown below (your runs, newest first)", choices=[], elem_id="run-picker", allow_custom_value=True,
-                           interactive=True)
+    with gr.Row(equal_height=True):
+        w["run"] = gr.Dropdown(label="Run shown below (your runs, newest first)", choices=[], elem_id="run-picker",
+                               allow_custom_value=True, interactive=True, visible=False, scale=4)
+        w["cancel_btn"] = gr.Button("Cancel run", variant="stop", elem_id="cancel-btn", interactive=False, scale=1)
+        w["delete_btn"] = gr.Button("Delete run", elem_id="delete-btn", interactive=False, scale=1)
     w["status"] = gr.HTML(views.status_html(None, None, None), elem_id="status-box")
-    with gr.Row():
-        w["loss_plot"] = gr.LinePlot(views.loss_frame(None), x="step", y="loss", title="Training loss per step",
-                                     x_title="optimizer step", y_title="cross-entropy", height=260)
-        w["val_plot"] = gr.LinePlot(views.val_frame(None), x="epoch", y="value", color="metric",
-                                    title="Validation metrics per epoch", x_title="epoch", y_title="score (0-1)",
-                                    height=260)
-    w["log"] = gr.Textbox(label="Log (latest lines)", lines=6, max_lines=12, interactive=False, elem_id="run-log")
-    with gr.Row():
-        w["metrics"] = gr.Dataframe(pd.DataFrame(columns=["metric", "model", "baseline"]), interactive=False,
-                                    label="Held-out metrics vs. majority baseline", elem_id="metrics")
-        w["per_class"] = gr.Dataframe(pd.DataFrame(columns=["label", "precision", "recall", "f1", "support"]),
-                                      label="Per-class scores", interactive=False, max_height=300)
-    with gr.Row():
-        w["cm_img"] = gr.Image(label="Confusion matrix", show_label=False, type="filepath", interactive=False,
-                                 elem_id="cm-img")
-        w["curve_img"] = gr.Image(label="Training curve", show_label=False, type="filepath", interactive=False)
-    w["miss_img"] = gr.Image(label="Misclassified held-out images", type="filepath", interactive=False,
-                             visible=False, elem_id="miss-img")
+    with gr.Column(visible=False, elem_id="live") as w["live_col"]:  # a run is selected
+        with gr.Row():
+            w["loss_plot"] = gr.LinePlot(views.loss_frame(None), x="step", y="loss", title="Training loss per step",
+                                         x_title="optimizer step", y_title="cross-entropy", height=260,
+                                         visible=False, elem_id="loss-plot")
+            w["val_plot"] = gr.ScatterPlot(views.val_chart(None), x="epoch", y="value", color="metric",
+                                           title="Validation scores per epoch", x_title="epoch",
+                                           y_title="score (0-1)", height=260, sort=views.EPOCH_ORDER,
+                                           visible=False, elem_id="val-plot")
+        w["log"] = gr.Textbox(label="Log (latest lines)", lines=4, max_lines=12, interactive=False,
+                              elem_id="run-log")
+    with gr.Column(visible=False, elem_id="results") as w["results_col"]:  # the run has a model
+        with gr.Row():
+            with gr.Column(scale=1):
+                w["metrics"] = gr.Dataframe(pd.DataFrame(columns=["metric", "model", "baseline"]),
+                                            interactive=False, label="Held-out metrics vs. majority baseline",
+                                            elem_id="metrics")
+                w["per_class"] = gr.Dataframe(pd.DataFrame(columns=["label", "precision", "recall", "f1", "support"]),
+                                              label="Per-class scores", interactive=False, max_height=300)
+            w["cm_img"] = gr.Image(label="Confusion matrix", show_label=False, type="filepath", interactive=False,
+                                   elem_id="cm-img", scale=1)
+        w["miss_img"] = gr.Image(label="Misclassified held-out images", type="filepath", interactive=False,
+                                 visible=False, elem_id="miss-img")
     return w
 
 
 def use():
-    """Steps 4 and 5: try the selected run's model; export it."""
+    """Step 4: try the selected run's model and export it (shown once the selected run has a model)."""
     w = {}
-    gr.Markdown("## 4 · Try it\nUses the run selected in step 3.")
-    with gr.Row():
-        with gr.Column(scale=3):
-            w["text_in"] = gr.Textbox(label="Text", placeholder="Type a message to classify", lines=2)
-            w["image_in"] = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], height=220,
-                                     visible=False, elem_id="image-in")
-        w["label_out"] = gr.Label(label="Predicted label probabilities (top 5)", num_top_classes=5, scale=2)
-    with gr.Row():
-        w["try_btn"] = gr.Button("Predict", elem_id="try-btn")
-        w["try_img_btn"] = gr.Button("Predict the image", visible=False, elem_id="try-img-btn")
-    gr.Markdown("## 5 · Export\nONNX export of the run selected in step 3, then a parity check against PyTorch on "
-                "held-out rows. The bundle is offered only if parity passes (max |Δlogit| ≤ 1e-4, same labels).")
-    w["export_btn"] = gr.Button("Export ONNX bundle", variant="primary", elem_id="export-btn")
-    w["export_md"] = gr.Markdown(elem_id="export-md")
-    w["parity"] = gr.Dataframe(pd.DataFrame(columns=["name", "batch_size", "rows", "max_tokens", "max_abs_diff",
-                                                     "argmax_agreement", "passed"]),
-                               label="Parity checks (PyTorch vs ONNX Runtime)", interactive=False)
-    w["bundle"] = gr.File(label="Download a bundle (the first one is the recommended default)", file_count="multiple",
-                          visible=False, interactive=False, elem_id="bundle-file")
+    gr.Markdown("## 4 · Try it and export")
+    w["use_note"] = gr.Markdown("Train a model in step 3 (or select one of your finished runs there): you can then "
+                                "try it here and download it as an ONNX bundle.", elem_id="use-note")
+    with gr.Column(visible=False, elem_id="use") as w["use_col"]:
+        gr.Markdown("Uses the run selected in step 3.")
+        with gr.Row():
+            with gr.Column(scale=3):
+                w["text_in"] = gr.Textbox(label="Text", placeholder="Type a message to classify", lines=2)
+                w["image_in"] = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], height=220,
+                                         visible=False, elem_id="image-in")
+            w["label_out"] = gr.Label(label="Predicted label probabilities (top 5)", num_top_classes=5, scale=2)
+        with gr.Row():
+            w["try_btn"] = gr.Button("Predict", elem_id="try-btn")
+            w["try_img_btn"] = gr.Button("Predict the image", visible=False, elem_id="try-img-btn")
+        gr.Markdown("### Export\nONNX export of the run selected in step 3, then a parity check against PyTorch on "
+                    "held-out rows. The bundle is offered only if parity passes (max |Δlogit| ≤ 1e-4, same labels).")
+        w["export_btn"] = gr.Button("Export ONNX bundle", variant="primary", elem_id="export-btn")
+        w["export_md"] = gr.Markdown(elem_id="export-md")
+        w["parity"] = gr.Dataframe(pd.DataFrame(columns=["name", "batch_size", "rows", "max_tokens", "max_abs_diff",
+                                                         "argmax_agreement", "passed"]),
+                                   label="Parity checks (PyTorch vs ONNX Runtime)", interactive=False,
+                                   visible=False, elem_id="parity")
+        w["bundle"] = gr.File(label="Download a bundle (the first one is the recommended default)",
+                              file_count="multiple", visible=False, interactive=False, elem_id="bundle-file")
     return w
 
 
 def history():
-    """Step 6: the run table, side-by-side comparison, config download / upload."""
+    """Step 5: the run table and disk use, side-by-side comparison, config download / upload."""
     w = {}
-    gr.Markdown("## 6 · Your runs\nEvery run started from this browser. Tick runs to compare them; download a "
-                "run's config, or upload one to fill steps 2 and the hyper-parameters from it.")
-    w["history"] = gr.Dataframe(views.history_frame([]), label="Run history", interactive=False, wrap=True,
-                                elem_id="history")
-    w["compare_pick"] = gr.CheckboxGroup(label="Compare runs", choices=[], elem_id="compare-pick")
-    w["compare"] = gr.Dataframe(views.compare_frame([]), label="Side by side", interactive=False)
-    with gr.Row():
+    gr.Markdown("## 5 · Your runs\nEvery run started from this browser. Tick runs to compare them; download a "
+                "run's config, or upload one to fill step 2 and the hyper-parameters from it.")
+    with gr.Column(visible=False, elem_id="runs") as w["runs_col"]:  # once there is a run
+        w["quota_md"] = gr.Markdown(elem_id="quota")
+        w["history"] = gr.Dataframe(views.history_frame([]), label="Run history", interactive=False, wrap=True,
+                                    column_widths=views.HISTORY_WIDTHS, max_height=1200, elem_id="history")
+        w["compare_pick"] = gr.CheckboxGroup(label="Compare runs", choices=[], elem_id="compare-pick")
+        with gr.Column(visible=False, elem_id="compare-box") as w["compare_col"]:  # once runs are ticked
+            w["compare"] = gr.Dataframe(views.compare_frame([]), label="Side by side", interactive=False, wrap=True,
+                                        max_height=2000, elem_id="compare")
+            with gr.Row():
+                w["compare_curves"] = gr.ScatterPlot(views.compare_curves({}), x="epoch", y="validation macro-F1",
+                                                     color="run", title="Validation macro-F1 per epoch",
+                                                     x_title="epoch", height=280, sort=views.EPOCH_ORDER,
+                                                     elem_id="compare-curves")
+                w["compare_f1"] = gr.Dataframe(views.compare_per_class({}), label="Per-class test F1",
+                                               interactive=False, max_height=2000, elem_id="compare-f1")
         w["config_dl"] = gr.DownloadButton("Download the selected run's config.json", interactive=False,
                                            elem_id="config-dl")
-        w["config_up"] = gr.File(label="Start from a config.json", file_types=[".json"], elem_id="config-up")
+    w["config_up"] = gr.File(label="Start from a config.json", file_types=[".json"], elem_id="config-up",
+                             height=120)
     w["config_msg"] = gr.Markdown()
     return w

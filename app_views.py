@@ -12,12 +12,18 @@ import pandas as pd
 
 from peft_core.jobs import JobInfo
 from peft_core.methods import METHODS
+from peft_core.models import REGISTRY
 from peft_core.progress import Progress
 
 STATE_WORDS = {"queued": "Queued", "running": "Running", "cancelling": "Cancelling", "finished": "Finished",
                "failed": "Failed", "cancelled": "Cancelled"}
-HISTORY_COLUMNS = ["started", "run", "model", "method", "epochs", "lr (encoder / head)", "max_length",
-                   "trainable %", "accuracy", "macro-F1", "duration (s)", "status"]
+HISTORY_COLUMNS = ["started", "run", "data", "model · method", "settings", "accuracy", "macro-F1", "duration",
+                   "status"]
+HISTORY_WIDTHS = ["11%", "14%", "14%", "12%", "18%", "8%", "8%", "7%", "8%"]  # headers and words fit on one line
+LR_LABELS = {"head": "Encoder learning rate (unused: the encoder stays frozen)",
+             "last_n": "Encoder learning rate (last N layers)", "lora": "LoRA adapter learning rate"}
+LR_INFO = "AdamW step size for the trained encoder layers or adapters"
+PROBE_INFO = "LP-FT: fit the head alone for up to this many epochs first; 0 = off"
 LOSS_COLUMNS = ["step", "loss"]
 VAL_COLUMNS = ["epoch", "value", "metric"]
 
@@ -31,14 +37,34 @@ def _clock(t: float | None) -> str:
 
 
 def _secs(s: float | None) -> str:
+    """Seconds as words: "42 s", "4 min 12 s", "1 h 3 min"; "?" for None."""
     if s is None:
         return "?"
-    return f"{s:.0f} s" if s < 120 else f"{s // 60:.0f} min {s % 60:.0f} s"
+    s = round(s)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+def is_image_run(info: JobInfo) -> bool:
+    """True when the run trained an image model (its model is a bundled image model, or its data a .zip)."""
+    spec = REGISTRY.get(info.model)
+    return spec.modality == "image" if spec else getattr(info, "dataset", "").lower().endswith(".zip")
+
+
+def run_title(info: JobInfo) -> str:
+    """Short id, then the run's name when it has one: "a1b2c3d4 “lora r=4”"."""
+    name = getattr(info, "name", "")
+    return f"{short(info.id)} “{name}”" if name else short(info.id)
 
 
 def run_choice(info: JobInfo) -> tuple[str, str]:
-    """(label, value) for the run picker: "a1b2c3d4 · head · finished · 2026-11-29 20:31"."""
-    return f"{short(info.id)} · {info.method} · {info.state} · {_clock(info.created)}", info.id
+    """(label, value) for the run picker:
+    "a1b2c3d4 “first try” · sms.csv · head · finished · 2026-11-29 20:31"."""
+    parts = [run_title(info), getattr(info, "dataset", ""), info.method, info.state, _clock(info.created)]
+    return " · ".join(p for p in parts if p), info.id
 
 
 def _bar(fraction: float) -> str:
@@ -57,38 +83,117 @@ def _results_line(info: JobInfo) -> str:
             f"(majority baseline accuracy {r['baseline_accuracy']:.4f}); {epochs}")
 
 
-def status_html(info: JobInfo | None, p: Progress | None, queue_position: int | None) -> str:
-    """The live status line of the selected run (state, progress bar, step, epoch, time left, outcome)."""
+PHASE_WORDS = {"preparing": "Preparing the data and the base model",
+               "encoding": "Computing the frozen encoder's features", "training": "Training",
+               "evaluating": "Evaluating on the held-out test set and saving the model",
+               "exporting": "Exporting to ONNX", "parity": "Checking ONNX against PyTorch",
+               "int8": "Quantizing to int8", "bundle": "Building the bundle"}
+
+
+def _duration(s: float | None) -> str:
+    """The progress module's format_duration when it has one, else :func:`_secs`."""
+    import peft_core.progress as progress
+
+    fmt = getattr(progress, "format_duration", None)
+    return fmt(s) if fmt is not None and s is not None else _secs(s)
+
+
+def status_html(info: JobInfo | None, p: Progress | None, queue_position: int | None,
+                queue: dict | None = None) -> str:
+    """The live status line of the selected run (state, progress bar, step, epoch, time left, outcome).
+    ``queue``: what a queued run waits for (see :func:`queue_context`); without it only the position is said."""
     if info is None:
         return ('<div id="run-status" class="run-status">No run selected yet. Load data (step 1), choose a method '
                 '(step 2), then press <b>Start training</b>.</div>')
     head = f'<b data-state="{info.state}">{STATE_WORDS[info.state]}</b> · run <code>{short(info.id)}</code> · '
     head += f"{html.escape(info.method)} on {html.escape(info.model)}"
+    if getattr(info, "dataset", ""):
+        head += f" · data {html.escape(info.dataset)}"
     body = ""
     if info.state == "queued":
-        ahead = (queue_position or 1) - 1
-        body = (f"Waiting for a free training slot: position <b>{queue_position}</b> in the queue ({ahead} run"
-                f"{'' if ahead == 1 else 's'} ahead). It starts by itself; you may close this tab.")
+        body = queue_html(queue or {"position": queue_position})
     elif info.state in ("running", "cancelling") and p is not None:
         body = _running_html(info, p)
     elif info.state == "finished":
         body = f"Done in {_secs(info.duration_s)}: {_results_line(info)}."
     elif info.state == "cancelled":
         body = (f"Cancelled by you after {_secs(info.duration_s)}; the best state so far was kept and evaluated: "
-                f"{_results_line(info)}." if info.results else "Cancelled before it started training.")
+                f"{_results_line(info)}." if info.results else
+                html.escape(info.error or "Cancelled before it started training.", quote=False))
     elif info.state == "failed":
         body = f"It failed: {html.escape(info.error or 'unknown reason', quote=False)}. The log below shows how far it got."
     return f'<div id="run-status" class="run-status">{head}<br>{body}</div>'
 
 
+def queue_context(manager, owner: str, info: JobInfo, runs: list[JobInfo]) -> dict:
+    """What a queued run waits for, from the manager's public methods: position (1-based, all users), slots
+    (runs trained at once), mine_running [(title, method, eta_s or None)] (the owner's runs training now),
+    mine_ahead (the owner's runs queued before it). Other users' runs are counted, never described."""
+    position = manager.queue_position(info.id)
+    mine_running = []
+    for j in runs:
+        if j.state in ("running", "cancelling"):
+            try:
+                eta = manager.progress(owner, j.id).eta_s
+            except Exception:  # noqa: BLE001 -- the run ended or vanished meanwhile: no estimate
+                eta = None
+            mine_running.append((run_title(j), j.method, eta))
+    mine_ahead = [run_title(j) for j in runs if j.state == "queued" and j.id != info.id
+                  and (manager.queue_position(j.id) or 0) < (position or 0)]
+    return {"position": position, "slots": getattr(manager, "max_concurrent", 1), "mine_running": mine_running,
+            "mine_ahead": mine_ahead}
+
+
+def queue_html(q: dict) -> str:
+    """A queued run's wait in words: what trains now, what is queued before it, roughly when it may start."""
+    position, slots = q.get("position") or 1, q.get("slots") or 1
+    running, ahead = q.get("mine_running") or [], q.get("mine_ahead") or []
+    others_running = max(slots - len(running), 0) if "mine_running" in q else None
+    others_ahead = position - 1 - len(ahead)
+    parts = [f"your run <code>{html.escape(t)}</code> ({html.escape(m)}, "
+             + (f"about {_duration(eta)} left)" if eta is not None else "time left not known yet)")
+             + " is training" for t, m, eta in running]
+    if others_running:
+        parts.append(f"{others_running} run{'s' if others_running > 1 else ''} of other users "
+                     f"{'are' if others_running > 1 else 'is'} training")
+    if ahead:
+        parts.append(f"your run{'s' if len(ahead) > 1 else ''} " + ", ".join(f"<code>{html.escape(t)}</code>"
+                                                                           for t in ahead) + " queued before it")
+    if others_ahead > 0:
+        parts.append(f"{others_ahead} run{'s' if others_ahead > 1 else ''} of other users queued before it")
+    text = (f"Waiting for a free training slot (this server trains {slots} run{'s' if slots > 1 else ''} at a "
+            "time)")
+    text += (": " + "; ".join(parts) + ". ") if parts else ". "
+    etas = [eta for _t, _m, eta in running]
+    if running and not others_running and not ahead and others_ahead <= 0 and None not in etas:
+        text += f"It may start in about {_duration(min(etas))}, when your run ends. "
+    elif parts:
+        text += "It starts when those have ended; their time left is not known to this page. "
+    return text + "It starts by itself; you may close this tab."
+
+
+def _phase_html(p: Progress) -> str | None:
+    """"Encoding – 120/400 – about 12 s left" from the per-phase fields, or None when there are none."""
+    phase, done, total = getattr(p, "phase", ""), getattr(p, "phase_done", None), getattr(p, "phase_total", None)
+    if not total or phase == "training":
+        return None
+    eta = getattr(p, "phase_eta_s", None)
+    left = f"about {_duration(eta)} left" if eta is not None else "estimating…"
+    word = PHASE_WORDS.get(phase, phase.capitalize())
+    return _bar(min(1.0, (done or 0) / total)) + f"{word} – {done or 0}/{total} – {left}"
+
+
 def _running_html(info: JobInfo, p: Progress) -> str:
     if info.state == "cancelling":
         return "Stopping after the current step; the best epoch so far will be kept, evaluated and saved…"
-    if p.phase == "preparing":
+    phased = _phase_html(p)
+    if phased:
+        return phased
+    if p.phase in ("preparing", "encoding"):
         return "Preparing: reading the data, loading the base model" + (
             " and computing the frozen encoder's features once…" if info.method == "head" else "…")
-    if p.phase == "evaluating":
-        return "Training done; evaluating on the held-out test set and saving the model…"
+    if p.phase != "training":
+        return PHASE_WORDS.get(p.phase, "Evaluating on the held-out test set and saving the model") + "…"
     epochs = info.params.get("epochs")
     left = f"about {_secs(p.eta_s)} left at most (early stopping may end it sooner)" if p.eta_s is not None else ""
     return (_bar(p.fraction) + f"Step <b>{p.step}</b> / {p.total_steps} ({100 * p.fraction:.0f} %) · epoch "
@@ -106,6 +211,16 @@ def val_frame(p: Progress | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=VAL_COLUMNS).astype({"epoch": "int64", "value": "float64", "metric": "str"})
 
 
+def val_chart(p: Progress | None) -> pd.DataFrame:
+    """:func:`val_frame` for the page's chart: epochs as text ("1", "2", ...) so the axis shows whole epochs
+    (the chart orders them with :data:`EPOCH_ORDER`)."""
+    frame = val_frame(p)
+    return frame.assign(epoch=frame["epoch"].astype(str))
+
+
+EPOCH_ORDER = [str(e) for e in range(1, 1001)]  # x order of epoch charts (text epochs would sort "10" < "2")
+
+
 def log_text(p: Progress | None, info: JobInfo | None) -> str:
     lines = list(p.log) if p else []
     if info is not None and info.state == "queued":
@@ -113,27 +228,65 @@ def log_text(p: Progress | None, info: JobInfo | None) -> str:
     return "\n".join(lines) or "(nothing yet)"
 
 
+def quota_text(used_bytes: int, limit_mb: float) -> str:
+    """The owner's disk use against the per-owner quota, in words (MB = 10**6 bytes; limit 0 = no limit)."""
+    used = used_bytes / 1e6
+    if not limit_mb:
+        return f"Your runs use {used:,.0f} MB of disk (no per-user limit on this server)."
+    return (f"Your runs use {used:,.0f} MB of {limit_mb:,.0f} MB ({100 * used / limit_mb:.0f} %); beyond that, "
+            "your oldest ended runs are deleted when you start a new one.")
+
+
+def preview_frame(frame: pd.DataFrame, text_col: str | None, label_col: str | None, rows: int = 12,
+                  clip: int = 200) -> pd.DataFrame:
+    """The data preview: the chosen text and label columns first, then the others; texts longer than ``clip``
+    characters end in "…" so a long message does not push the label off screen."""
+    first = [c for c in (text_col, label_col) if c in frame.columns]
+    out = frame[first + [c for c in frame.columns if c not in first]].head(rows).copy()
+    for c in out.columns:
+        if out[c].dtype == object or pd.api.types.is_string_dtype(out[c]):
+            out[c] = out[c].map(lambda v: v[:clip] + "…" if isinstance(v, str) and len(v) > clip else v)
+    return out
+
+
+def parity_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The parity checks for the page: without the ``max_tokens`` column when no check had tokens (images)."""
+    if "max_tokens" in table.columns and not pd.to_numeric(table["max_tokens"], errors="coerce").fillna(0).any():
+        return table.drop(columns="max_tokens")
+    return table
+
+
 def _fmt(v, digits=4):
     return "" if v is None else round(v, digits)
 
 
+def _settings(j: JobInfo) -> str:
+    """Key settings in one cell: "4 epochs · lr 0.0001 / 0.01 · max_length 64" (no max_length for images)."""
+    p = j.params
+    text = f"{p.get('epochs')} epochs · lr {p.get('learning_rate')} / {p.get('head_learning_rate')}"
+    return text if is_image_run(j) else text + f" · max_length {p.get('max_length')}"
+
+
 def history_frame(jobs: list[JobInfo]) -> pd.DataFrame:
-    """One row per run (newest first) with model, method, key hyper-parameters, results, duration, status."""
+    """One row per run (newest first): when, id and name, data file, model and method, settings, results,
+    duration in words, status (the trainable share is in the comparison)."""
     rows = []
     for j in jobs:
-        p, r = j.params, j.results
-        rows.append([_clock(j.created), short(j.id), j.model, j.method, p.get("epochs"),
-                     f"{p.get('learning_rate')} / {p.get('head_learning_rate')}", p.get("max_length"),
-                     _fmt(r.get("trainable_pct"), 3), _fmt(r.get("accuracy")), _fmt(r.get("macro_f1")),
-                     _fmt(j.duration_s if j.finished else None, 1), j.state])
+        r = j.results
+        rows.append([_clock(j.created), run_title(j), getattr(j, "dataset", ""), f"{j.model} · {j.method}",
+                     _settings(j), _fmt(r.get("accuracy")), _fmt(r.get("macro_f1")),
+                     _secs(j.duration_s) if j.finished and j.started else "", j.state])
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
 def compare_frame(jobs: list[JobInfo]) -> pd.DataFrame:
-    """Selected runs side by side: one column per run, one row per metric or setting."""
+    """Selected runs side by side: one column per run, one row per metric or setting (max_length only when
+    a text run is among them)."""
     if not jobs:
         return pd.DataFrame(columns=["", "(tick runs above to compare them)"])
-    rows = {"method": lambda j: METHODS[j.method].title if j.method in METHODS else j.method,
+    text = any(not is_image_run(j) for j in jobs)
+    rows = {"name": lambda j: getattr(j, "name", ""), "data": lambda j: getattr(j, "dataset", ""),
+            "method": lambda j: METHODS[j.method].title if j.method in METHODS else j.method,
             "model": lambda j: j.model, "status": lambda j: j.state,
             "test accuracy": lambda j: _fmt(j.results.get("accuracy")),
             "test macro-F1": lambda j: _fmt(j.results.get("macro_f1")),
@@ -144,9 +297,34 @@ def compare_frame(jobs: list[JobInfo]) -> pd.DataFrame:
             "trainable %": lambda j: _fmt(j.results.get("trainable_pct"), 3),
             "epochs (max)": lambda j: j.params.get("epochs"),
             "encoder / head lr": lambda j: f"{j.params.get('learning_rate')} / {j.params.get('head_learning_rate')}",
-            "max_length (tokens)": lambda j: j.params.get("max_length"),
-            "duration (s)": lambda j: _fmt(j.duration_s, 1)}
+            "max_length (tokens)": lambda j: "" if is_image_run(j) else j.params.get("max_length"),
+            "duration": lambda j: _secs(j.duration_s) if j.started else ""}
+    if not text:
+        del rows["max_length (tokens)"]
     data = {"": list(rows)}
     for j in jobs:
         data[short(j.id)] = [str(f(j)) for f in rows.values()]
+    return pd.DataFrame(data)
+
+
+def compare_curves(histories: dict[str, list[dict]]) -> pd.DataFrame:
+    """Validation macro-F1 per epoch of several runs, long format (epoch as text, value, run) for one chart
+    with a series per run. ``histories``: run label -> its report.json training history (dicts with epoch,
+    val_macro_f1)."""
+    rows = [(str(int(h["epoch"])), float(h["val_macro_f1"]), label)
+            for label, hist in histories.items() for h in hist if h.get("val_macro_f1") is not None]
+    return pd.DataFrame(rows, columns=["epoch", "validation macro-F1", "run"]).astype(
+        {"epoch": "str", "validation macro-F1": "float64", "run": "str"})
+
+
+def compare_per_class(per_class: dict[str, list[dict]]) -> pd.DataFrame:
+    """Per-class test F1 with one column per run (label order of the first run, then labels only others
+    have); ``per_class``: run label -> the evaluation's per_class list (dicts with label, f1)."""
+    labels: list[str] = []
+    for rows in per_class.values():
+        labels += [r["label"] for r in rows if r["label"] not in labels]
+    data = {"label": labels}
+    for run, rows in per_class.items():
+        f1 = {r["label"]: round(float(r["f1"]), 4) for r in rows}
+        data[f"F1 {run}"] = [f1.get(lab, "") for lab in labels]
     return pd.DataFrame(data)

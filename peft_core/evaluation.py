@@ -90,20 +90,31 @@ def _figure(w: float, h: float):
     return plt.subplots(figsize=(w, h), dpi=100)
 
 
-def plot_confusion(report: EvalReport, path: str | Path) -> Path:
-    """Row-normalised confusion matrix (share of each true label), counts printed when there are <= 20
-    classes. Writes a PNG and returns its path."""
-    import matplotlib.pyplot as plt
+TICK_CHARS = 18  # longer class names are shortened on the confusion matrix's axes (full names beside it)
 
+
+def short_labels(labels: Sequence[str], width: int = TICK_CHARS) -> list[str]:
+    """Axis labels: names longer than ``width`` characters cut to ``width - 1`` plus "…"; when cutting makes two
+    labels equal, each shortened one is prefixed with its class id ("3: …")."""
+    cut = [str(lab) if len(str(lab)) <= width else str(lab)[:width - 1] + "…" for lab in labels]
+    if len(set(cut)) < len(cut):
+        cut = [f"{i}: {c}" if c != str(lab) else c for i, (c, lab) in enumerate(zip(cut, labels))]
+    return cut
+
+
+def confusion_figure(report: EvalReport):
+    """The confusion-matrix figure (see :func:`plot_confusion`); the caller closes it."""
     cm = np.asarray(report.confusion, dtype=float)
     share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     k = len(report.labels)
+    ticks = short_labels(report.labels)
+    longer = [(t, str(lab)) for t, lab in zip(ticks, report.labels) if t != str(lab)]
     size = min(4 + 0.35 * k, 24)
-    fig, ax = _figure(size, size * 0.85)
+    fig, ax = _figure(size + (3.5 if longer and k <= 20 else 0), size * 0.85)
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of true label")
-    ax.set_xticks(range(k), report.labels, rotation=90 if k > 6 else 0, fontsize=8 if k > 20 else 10)
-    ax.set_yticks(range(k), report.labels, fontsize=8 if k > 20 else 10)
+    ax.set_xticks(range(k), ticks, rotation=90 if k > 6 or longer else 0, fontsize=8 if k > 20 else 10)
+    ax.set_yticks(range(k), ticks, fontsize=8 if k > 20 else 10)
     ax.set_xlabel("predicted label")
     ax.set_ylabel("true label")
     ax.set_title(f"Confusion matrix, {report.split} split ({report.n} rows)")
@@ -112,8 +123,24 @@ def plot_confusion(report: EvalReport, path: str | Path) -> Path:
             for j in range(k):
                 ax.text(j, i, int(cm[i, j]), ha="center", va="center",
                         color="white" if share[i, j] > 0.5 else "black", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
+        if longer:  # the full names of the shortened labels, wrapped, to the right of the colour bar
+            import textwrap
+
+            names = "\n".join(textwrap.fill(f"{t} = {full}", 42, subsequent_indent="   ") for t, full in longer)
+            fig.text(0.74, 0.5, "Full class names:\n" + names, ha="left", va="center", fontsize=7)
+    fig.tight_layout(rect=(0, 0, 0.72, 1) if longer and k <= 20 else None)
+    return fig
+
+
+def plot_confusion(report: EvalReport, path: str | Path) -> Path:
+    """Row-normalised confusion matrix (share of each true label), counts printed when there are <= 20
+    classes. Class names longer than :data:`TICK_CHARS` are shortened on the axes (:func:`short_labels`) and,
+    up to 20 classes, listed in full beside the matrix. Writes a PNG (nothing cut off at its edges: saved with
+    a tight bounding box) and returns its path."""
+    import matplotlib.pyplot as plt
+
+    fig = confusion_figure(report)
+    fig.savefig(path, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
     return Path(path)
 
@@ -129,7 +156,7 @@ def plot_training(step_losses: Sequence[float], history: Sequence[dict], path: s
     if len(step_losses) >= 10:
         w = max(len(step_losses) // 50, 5)
         ax.plot(steps[w - 1:], np.convolve(step_losses, np.ones(w) / w, mode="valid"), color="#08519c",
-                label=f"train loss ({w}-step mean)")
+                label=f"train loss (moving average over {w} steps)")
     per_epoch = len(step_losses) / max(len(history), 1)
     ep_steps = [h["epoch"] * per_epoch for h in history]
     ax.plot(ep_steps, [h["val_loss"] for h in history], "o-", color="#e6550d", label="validation loss")

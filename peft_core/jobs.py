@@ -158,6 +158,8 @@ class JobInfo:
     error: str | None = None
     results: dict = field(default_factory=dict)
     bundle: str | None = None
+    dataset: str = ""  # the training file's name as uploaded (no folder)
+    name: str = ""  # the owner's optional name or note for the run
 
     @property
     def duration_s(self) -> float | None:
@@ -410,8 +412,9 @@ class JobManager:
         return deleted, used, active
 
     # ---- lifecycle -----------------------------------------------------------------------------------
-    def submit(self, token: str, cfg) -> JobInfo:
+    def submit(self, token: str, cfg, name: str = "") -> JobInfo:
         """Queue a run of ``cfg`` (a RunConfig) for ``token``; the data files are copied into the run folder.
+        ``name``: an optional name or note shown with the run (stripped, at most 80 characters).
 
         First deletes expired runs (all owners) and, when this owner's run folders plus the data to copy exceed
         ``max_user_disk_mb``, this owner's oldest ended runs until they fit (noted in the new run's log).
@@ -422,13 +425,14 @@ class JobManager:
         """
         owner = owner_hash(token)
         with self._submit_lock:
-            return self._submit(token, owner, cfg)
+            return self._submit(token, owner, cfg, " ".join(str(name or "").split())[:80])
 
-    def _submit(self, token: str, owner: str, cfg) -> JobInfo:
+    def _submit(self, token: str, owner: str, cfg, name: str = "") -> JobInfo:
         from .errors import DataError
         from .pipeline import versions
 
         srcs = [Path(p) for p in (cfg.train_file, cfg.test_file) if p]
+        dataset = Path(cfg.train_file).name if cfg.train_file else ""
         incoming = sum(p.stat().st_size for p in srcs if p.is_file())
         self._expire(time.time())
         deleted, used, active = self._fit_quota(owner, incoming)
@@ -457,7 +461,7 @@ class JobManager:
                 shutil.copyfile(src, dst)
                 setattr(cfg, attr, str(dst))
         (run_dir / "config.json").write_text(json.dumps({"run": cfg.to_dict(), "versions": versions()}, indent=2))
-        info = JobInfo(run_id, owner, "queued", cfg.model, cfg.method, _params(cfg))
+        info = JobInfo(run_id, owner, "queued", cfg.model, cfg.method, _params(cfg), dataset=dataset, name=name)
         with self._lock:
             self._jobs[run_id] = info
             self._controls[run_id] = Control()

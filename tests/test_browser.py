@@ -188,3 +188,139 @@ def test_image_task_upload_train_gallery_try_it_export_and_a_broken_zip(browser,
     expect(page.locator("#miss-img img")).to_be_visible()  # earlier results stay
     shot(page, "10_broken_zip_message")
     page.close()
+
+
+# ---- issue 14: what a new user sees -----------------------------------------------------------------------
+def page_height(page) -> int:
+    return page.evaluate("document.documentElement.scrollHeight")
+
+
+def box(page, selector):
+    return page.locator(selector).bounding_box()
+
+
+def headers_fit(page, table) -> list[str]:
+    """Words in a table's headers and cells that are wider than their column (they would break mid-word)."""
+    return page.evaluate("""(sel) => {
+        const bad = [];
+        for (const th of document.querySelectorAll(sel + ' th, ' + sel + ' td')) {
+            const span = th.querySelector('span, div') || th;
+            const style = getComputedStyle(span), ctx = document.createElement('canvas').getContext('2d');
+            ctx.font = `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+            const room = th.clientWidth - parseFloat(getComputedStyle(th).paddingLeft)
+                                        - parseFloat(getComputedStyle(th).paddingRight);
+            for (const word of th.innerText.trim().split(/\\s+/))
+                if (word && ctx.measureText(word).width > room + 1) bad.push(word);
+        }
+        return bad; }""", table)
+
+
+def test_first_screen_shows_what_to_do_and_the_form_explains_itself(browser, url, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    expect(page.locator("#run-status")).to_contain_text("No run selected", timeout=30_000)
+    shot(page, "11_first_screen")
+    assert page_height(page) < 2000  # was 3487 px of empty charts, tables and image boxes
+    for hidden in ("#live", "#results", "#use", "#runs", "#preview", "#run-picker"):
+        expect(page.locator(hidden)).to_be_hidden()
+    expect(page.locator("#cancel-btn")).to_be_disabled()
+    expect(page.locator("#delete-btn")).to_be_disabled()
+    expect(page.locator("#use-note")).to_contain_text("Train a model in step 3")
+
+    page.locator("#method").get_by_text("LoRA adapters + head").click()
+    expect(page.locator("#hp-lr")).to_contain_text("LoRA adapter learning rate", timeout=30_000)
+    expect(page.locator("#probe-epochs input")).to_have_value("60", timeout=30_000)
+    expect(page.locator("#lora-alpha")).to_contain_text("alpha / r")
+    expect(page.locator("#num-layers")).to_be_hidden()
+    page.locator("#method").get_by_text("Last N layers + head").click()
+    expect(page.locator("#hp-lr")).to_contain_text("Encoder learning rate (last N layers)", timeout=30_000)
+    expect(page.locator("#probe-epochs input")).to_have_value("0", timeout=30_000)
+    assert box(page, "#num-layers")["width"] < 0.5 * 1400  # no longer a full-width box
+    page.locator("#hp").get_by_text("Hyper-parameters").click()
+    expect(page.locator("#hp")).to_contain_text("Share of steps with a rising learning rate")
+    expect(page.locator("#hp")).to_contain_text("Epochs without a better validation macro-F1")
+    shot(page, "12_step2_last_n_explained")
+    epochs, patience = box(page, "#hp-epochs input"), box(page, "#hp-patience input")
+    assert abs(epochs["y"] - patience["y"]) < 2 and abs(epochs["height"] - patience["height"]) < 2
+    page.locator("#method").get_by_text("Linear probe (head only)").click()
+    expect(page.locator("#hp-lr")).to_be_hidden(timeout=30_000)
+    expect(page.locator("#probe-epochs")).to_be_hidden()
+
+    long_csv = tmp_path / "long_texts.csv"  # text first and long: the label used to be pushed off screen
+    frame = sms_subset(60)
+    frame.assign(text=frame["text"] + " " + "padding words " * 40, source="sms")[["text", "source", "label"]
+                                                                                ].to_csv(long_csv, index=False)
+    page.locator("#train-file input[type=file]").set_input_files(str(long_csv))
+    expect(page.locator("#data-report")).to_contain_text("rows read", timeout=30_000)
+    expect(page.locator("#preview")).to_be_visible()
+    headers = page.locator("#preview th").all_inner_texts()
+    assert [h.strip() for h in headers[:2]] == ["text", "label"], headers
+    label_header, preview = page.locator("#preview th").nth(1).bounding_box(), box(page, "#preview")
+    assert label_header["x"] + label_header["width"] <= preview["x"] + preview["width"]  # on screen, not scrolled off
+    assert max(len(t) for t in page.locator("#preview td").all_inner_texts()) <= 201
+    assert not headers_fit(page, "#preview"), headers_fit(page, "#preview")
+    shot(page, "13_preview_long_texts")
+    page.close()
+
+
+def set_hp(page, epochs, max_length=32, patience=0):
+    if not page.locator("#hp-epochs").is_visible():
+        page.locator("#hp").get_by_text("Hyper-parameters").click()
+    set_number(page, "hp-epochs", epochs)
+    set_number(page, "hp-max-length", max_length)
+    set_number(page, "hp-patience", patience)
+
+
+def test_named_runs_reload_refills_the_form_results_render_and_compare_overlays(browser, url, sms_csv):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    open_and_load(page, url, sms_csv)
+    set_hp(page, epochs=3)
+    page.locator("#run-name input, #run-name textarea").first.fill("probe first")
+    page.locator("#train-btn").click()
+    expect(page.locator("#run-status b[data-state=finished]")).to_be_visible(timeout=240_000)
+    expect(page.locator("#cm-img img")).to_be_visible(timeout=15_000)
+    expect(page.locator("#cancel-btn")).to_be_disabled()
+    expect(page.locator("#delete-btn")).to_be_enabled()
+    expect(page.locator("#history")).to_contain_text("sms_sample_400.csv")
+    expect(page.locator("#history")).to_contain_text("probe first")
+    expect(page.locator("#quota")).to_contain_text(re.compile(r"Your runs use [\d,]+ MB of [\d,]+ MB"))
+
+    page.locator("#method").get_by_text("Last N layers + head").click()
+    set_hp(page, epochs=2)
+    page.locator("#run-name input, #run-name textarea").first.fill("last two layers")
+    page.locator("#train-btn").click()
+    expect(page.locator("#run-status")).not_to_contain_text("probe first", timeout=15_000)
+    expect(page.locator("#run-status b[data-state=finished]")).to_be_hidden(timeout=15_000)
+    page.reload()  # while the second run is queued or training: the page re-attaches and refills the form
+    expect(page.locator("#run-status b[data-state]")).to_be_visible(timeout=30_000)
+    expect(page.locator("#run-data")).to_contain_text("sms_sample_400.csv", timeout=15_000)
+    expect(page.locator("#run-data")).to_contain_text("text column text, label column label")
+    expect(page.locator("#run-data")).to_contain_text("last two layers")
+    expect(page.locator("#method input[value=last_n]")).to_be_checked()
+    expect(page.locator("#hp-lr")).to_contain_text("Encoder learning rate (last N layers)")
+    page.locator("#hp").get_by_text("Hyper-parameters").click()
+    expect(page.locator("#hp-epochs input")).to_have_value("2")
+    expect(page.locator("#hp-max-length input")).to_have_value("32")
+    expect(page.locator("#run-picker input")).to_have_value(re.compile("“last two layers” · sms_sample_400.csv"))
+    shot(page, "14_reloaded_form_refilled")
+    expect(page.locator("#run-status b[data-state=finished]")).to_be_visible(timeout=240_000)
+    expect(page.locator("#cm-img img")).to_be_visible(timeout=15_000)  # results render after "Finished"
+    expect(page.locator("#val-plot")).to_be_visible()
+    expect(page.locator("#use")).to_be_visible()
+    assert not headers_fit(page, "#history"), headers_fit(page, "#history")
+    expect(page.locator("#history")).to_contain_text(re.compile(r"\d+ (s|min)"))
+    shot(page, "15_finished_after_reload")
+
+    for name in ("probe first", "last two layers"):
+        page.locator("#compare-pick").get_by_text(name).click()
+    expect(page.locator("#compare")).to_contain_text("sms_sample_400.csv", timeout=15_000)
+    expect(page.locator("#compare-curves")).to_be_visible()
+    f1_headers = " ".join(page.locator("#compare-f1 th").all_inner_texts())
+    assert "probe first" in f1_headers and "last two layers" in f1_headers
+    expect(page.locator("#compare-f1")).to_contain_text("spam")
+    table = page.locator("#compare .table-wrap, #compare [class*=table-wrap]").first
+    if table.count():
+        assert table.evaluate("el => el.scrollHeight <= el.clientHeight + 1")  # no rows behind a scroll
+    shot(page, "16_compare")
+    ctx.close()

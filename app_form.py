@@ -1,0 +1,148 @@
+"""Page handlers that fill or show parts of the form: the selected run's data and settings back into steps 1-2,
+method-specific fields, the comparison of runs.
+
+Kept out of ``app.py`` (which wires them); each takes the job manager as ``manager`` (``app.jobs``), so nothing
+here imports ``app``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gradio as gr
+
+import app_views as views
+from peft_core.errors import PeftCoreError
+from peft_core.jobs import JobError, JobInfo
+from peft_core.methods import METHODS
+from peft_core.models import DEFAULT_MODELS
+
+TRAINS_ENCODER = ("last_n", "lora")
+
+
+def method_widgets(method: str):
+    """Method chosen (by the user, a config or a run) -> (encoder / adapter learning rate: label and
+    visibility, N, the LoRA row, the warm-start epochs): only what the method uses is shown."""
+    trains = method in TRAINS_ENCODER
+    return (gr.update(label=views.LR_LABELS.get(method, views.LR_LABELS["head"]), visible=trains),
+            gr.update(visible=method == "last_n"), gr.update(visible=method == "lora"), gr.update(visible=trains))
+
+
+def text_only(task: str):
+    """Task switched -> max_length (tokens) is shown for text only."""
+    return gr.update(visible=task != "image")
+
+
+def preview_visible(train_file):
+    """The preview / class-balance row is shown once a training file is chosen."""
+    return gr.update(visible=bool(train_file))
+
+
+def _run_config(manager, owner: str, run_id: str):
+    """(JobInfo, RunConfig with the method's defaults filled in, report.json data dict or {}) of a run.
+    Raises JobError for a run that is not the owner's; ValueError / KeyError / OSError for a broken config."""
+    from peft_core.pipeline import RunConfig
+
+    info = manager.get(owner, run_id)
+    run_dir = manager.dir(run_id)
+    cfg = RunConfig(**json.loads((run_dir / "config.json").read_text())["run"])
+    cfg.train = cfg.train.with_defaults(METHODS[cfg.method].train_defaults)
+    report = run_dir / "report.json"
+    data = json.loads(report.read_text()).get("data", {}) if report.is_file() else {}
+    return info, cfg, data
+
+
+def data_note(info: JobInfo, cfg, data: dict) -> str:
+    """Step 1's note on the selected run's data: file name, columns (or images), test file."""
+    name = info.dataset or Path(cfg.train_file).name
+    test = f"test file {Path(cfg.test_file).name.removeprefix('test_')}" if cfg.test_file else \
+        "no test file (20 % held out)"
+    if name.lower().endswith(".zip"):
+        what = f"images, one folder per class; {test}"
+    else:
+        text_col = cfg.text_column or data.get("text_column") or "(inferred)"
+        label_col = cfg.label_column or data.get("label_column") or "(inferred)"
+        what = f"text column `{text_col}`, label column `{label_col}`; {test}"
+    title = views.run_title(info).replace("`", "'")
+    return (f"**Run `{title}` (shown in step 3) trained on `{name}`** ({what}). Its settings "
+            "are in step 2. To train on other data, upload a file above.")
+
+
+def run_to_form(manager, hp_fields: list[str], owner: str, run_id: str | None):
+    """Run selected (picked, re-attached after a reload, just started) -> step 1's note on its data, then the
+    task, model, method, hyper-parameters (``hp_fields`` order), LoRA r / alpha / dropout / targets, N and
+    warm-start epochs it used. No run, or one that cannot be read: the note hides and the form is left as is."""
+    keep = [gr.skip()] * (3 + len(hp_fields) + 6)
+    if not run_id:
+        return [gr.update(visible=False)] + keep
+    try:
+        info, cfg, data = _run_config(manager, owner, run_id)
+    except (PeftCoreError, OSError, ValueError, KeyError, TypeError):  # not the owner's, or a broken folder
+        return [gr.update(visible=False)] + keep
+    mc = cfg.method_cfg().to_dict()
+    targets = mc.get("target_modules") or ""
+    task = "image" if (info.dataset or cfg.train_file).lower().endswith(".zip") else "text"
+    model = cfg.model or DEFAULT_MODELS[task]
+    return ([gr.update(value=data_note(info, cfg, data), visible=True), task, model, cfg.method]
+            + [getattr(cfg.train, f) for f in hp_fields]
+            + [mc.get("r", 8), mc.get("alpha", 16), mc.get("dropout", 0.1),
+               ", ".join(targets) if isinstance(targets, (list, tuple)) else targets,
+               mc.get("num_layers", 2), cfg.train.probe_epochs])
+
+
+def probe_from_config(config_file):
+    """An uploaded run config.json -> its warm-start epochs (the method's default when it left them unset);
+    unchanged when the file is not a run config (``app.config_to_form`` says why)."""
+    from peft_core.pipeline import RunConfig
+
+    try:
+        cfg = RunConfig(**json.loads(Path(config_file).read_text())["run"])
+        return cfg.train.with_defaults(METHODS[cfg.method].train_defaults).probe_epochs
+    except (PeftCoreError, OSError, ValueError, KeyError, TypeError):
+        return gr.skip()
+
+
+def _report(manager, run_id: str) -> dict:
+    path = manager.dir(run_id) / "report.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def compare(manager, owner: str, run_ids):
+    """Ticked runs -> (settings and metrics side by side, validation macro-F1 per epoch with a series per run,
+    per-class test F1 with a column per run, the comparison box shown when a run is ticked)."""
+    try:
+        mine = {j.id: j for j in manager.list(owner)}
+    except JobError:
+        mine = {}
+    runs = [mine[i] for i in run_ids or [] if i in mine]
+    reports = {views.run_title(j): _report(manager, j.id) for j in runs}
+    curves = views.compare_curves({k: r.get("training", {}).get("history", []) for k, r in reports.items()})
+    f1 = views.compare_per_class({k: r.get("evaluation", {}).get("per_class", []) for k, r in reports.items()})
+    return views.compare_frame(runs), curves, f1, gr.update(visible=bool(runs))
+
+
+def run_lists(manager, owner: str, runs: list[JobInfo]) -> dict:
+    """``app.poll`` outputs that follow the owner's run list: history, picker choices (never its value: a tick
+    may race a pick), compare choices, the runs section, disk use against the quota."""
+    return {"history": views.history_frame(runs),
+            "run": gr.update(choices=[views.run_choice(j) for j in runs], visible=bool(runs)),
+            "compare_pick": gr.update(choices=[views.run_choice(j) for j in runs if j.has_model]),
+            "runs_col": gr.update(visible=bool(runs)),
+            "quota_md": views.quota_text(manager.disk_usage(owner), manager.max_user_disk_mb) if runs else ""}
+
+
+def shown(manager, info: JobInfo | None, metrics, per_class, cm, miss, ready: bool) -> dict:
+    """``app.poll`` outputs that follow the selected run's state: its results (``app._results``: tables, confusion
+    matrix, misclassified images, whether there are results), step 4, Cancel / Delete (active only when
+    the action is possible), the config download."""
+    has_model = bool(info and info.has_model)
+    return {"metrics": metrics, "per_class": per_class, "cm_img": cm, "miss_img": miss,
+            "results_col": gr.update(visible=ready), "use_col": gr.update(visible=has_model),
+            "use_note": gr.update(visible=not has_model),
+            "cancel_btn": gr.update(interactive=bool(info and info.state in ("queued", "running"))),
+            "delete_btn": gr.update(interactive=bool(info and info.state in ("finished", "failed", "cancelled"))),
+            "config_dl": gr.update(value=str(manager.dir(info.id) / "config.json") if info else None,
+                                   interactive=info is not None)}
