@@ -33,6 +33,7 @@ class Cancelled(PeftCoreError):
 class JobError(PeftCoreError, LookupError):
     """No such run for this owner, a missing owner token, or an action the run's state does not allow."""
 
+
 class RunCancelled(Cancelled):
     """A run was stopped before it had anything to offer: cancelled while preparing, encoding, before its first
     epoch ended, or during the held-out evaluation. ``pipeline.fine_tune`` raises it; the job is then recorded
