@@ -57,6 +57,12 @@ def folder_splits(folders: set[str], has_test_file: bool) -> dict[str, str]:
     return out
 
 
+def _folder_split(folders: pd.Series, has_test_file: bool) -> pd.Series:
+    """The split of each image from its split folder ("" or not a split name: train)."""
+    mapping = folder_splits(set(folders.str.lower()), has_test_file)
+    return folders.str.lower().map(lambda f: mapping.get(f, "train"))
+
+
 def _open(path: Path, limits: Limits) -> zipfile.ZipFile:
     if not path.is_file():
         raise DataError(f"file not found: {path}")
@@ -128,8 +134,7 @@ def scan_zip(path: str | Path, dest: str | Path, limits: Limits | None = None) -
         raise DataError(f"{archive}: none of its {len(entries)} image files could be read; e.g. "
                         f"{next(iter(unreadable))}: {next(iter(unreadable.values()))}")
     frame = pd.DataFrame(rows)
-    frame["split"] = frame["folder"].str.lower().map(folder_splits(set(frame["folder"].str.lower()), False))
-    frame["split"] = frame["split"].fillna("train")
+    frame["split"] = _folder_split(frame["folder"], False)
     return frame, {"skipped_files": skipped, "unreadable": unreadable, "ignored": ignored}
 
 
@@ -149,8 +154,7 @@ def _scan_all(train_file, test_file, root: Path, limits: Limits):
         names[1] += " (test zip)"
     files = {names[0]: len(frame) + len(notes["unreadable"])}
     folders = {f.lower(): f for f in frame["folder"] if f}
-    frame["split"] = frame["folder"].str.lower().map(folder_splits(set(folders), test_file is not None))
-    frame["split"] = frame["split"].fillna("train")
+    frame["split"] = _folder_split(frame["folder"], test_file is not None)
     warnings = []
     if test_file is not None:
         test_frame, more = scan_zip(test_file, root / "test_upload", limits)
@@ -166,7 +170,7 @@ def _scan_all(train_file, test_file, root: Path, limits: Limits):
     return frame, notes, files, folders, warnings
 
 
-def _layout_note(folders: dict[str, str], given: set[str], test_zip: str | None) -> list[str]:
+def _layout_note(folders: dict[str, str], given: set[str], train_zip: str, test_zip: str | None) -> list[str]:
     """One line saying which folder (or zip) became which split."""
     if not folders and test_zip is None:
         return []
@@ -185,10 +189,10 @@ def _layout_note(folders: dict[str, str], given: set[str], test_zip: str | None)
         else:
             said.append(f"`{written}/` → {split}")
     if not folders:
-        said.append(f"the training zip → train ({' and '.join(carved)} carved out of it, stratified)")
+        said.append(f"`{train_zip}` → train ({' and '.join(carved)} carved out of it, stratified)")
     if test_zip:
         said.append(f"`{test_zip}` → test")
-    return ["Split folders: " + ", ".join(said) + "."]
+    return ["Splits: " + ", ".join(said) + "."]
 
 
 def _splits(frame: pd.DataFrame, classes: list, warnings: list[str], test_fraction: float,
@@ -261,9 +265,9 @@ def load_image_upload(train_file: str | Path, test_file: str | Path | None = Non
                         text_column="image", label_column="class folder", rows_read=sum(files.values()),
                         dropped_rows=dropped, split_sizes={k: len(v) for k, v in splits.items()},
                         class_counts=counts, warnings=warnings, files=files,
-                        notes=_layout_note(folders, given, test_zip))
+                        notes=_layout_note(folders, given, list(files)[0], test_zip))
     where = {p: s for s, part in parts.items() for p in part["image"]}
-    frame["split"] = frame["image"].map(where).fillna("not used")
+    frame["split"] = frame["image"].map(lambda p: where.get(p, "not used"))
     return frame, PreparedData(splits=splits, task=task, report=report)
 
 
