@@ -245,7 +245,8 @@ def load_image_upload(train_file: str | Path, test_file: str | Path | None = Non
     parts, given = _splits(frame, classes, warnings, test_fraction, validation_fraction, seed)
     splits, counts = to_datasets(parts, classes, column="image")
     test_zip = list(files)[1] if test_file is not None else None
-    sources = {s: f"the {f}/ folder" for f, s in folder_splits(set(folders), bool(test_zip)).items() if s in given}
+    sources = {s: f"the {folders[f]}/ folder" for f, s in folder_splits(set(folders), bool(test_zip)).items()
+               if s in given}
     sources |= {"test": f"the test zip {test_zip}"} if test_zip else {}
     skipped, bad = notes["skipped_files"], list(notes["unreadable"].items())
     if skipped:

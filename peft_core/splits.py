@@ -131,12 +131,19 @@ def stratified_split(df: pd.DataFrame, fraction: float, seed: int, what: str,
     whole, part = df[keep], df[~keep]
     k = part["label"].nunique()
     held = math.ceil(fraction * len(part))  # as sklearn rounds it
+    more = ", or upload a separate test file" if what == "test" else ""
+    if k < 2:
+        raise DataError(f"too few rows for a stratified {what} split: fewer than 2 classes have 2 or more rows left "
+                        f"to split; upload more rows{more}")
     if min(held, len(part) - held) < k:
-        more = ", or upload a separate test file" if what == "test" else ""
         raise DataError(f"too few rows for a stratified {what} split: {fraction:.0%} of {len(part)} rows is {held} "
                         f"rows, but each of the {k} classes needs one; upload at least {math.ceil(k / fraction)} "
                         f"rows, or remove the smallest classes{more}")
-    a, b = train_test_split(part, test_size=fraction, random_state=seed, stratify=part["label"])
+    try:
+        a, b = train_test_split(part, test_size=fraction, random_state=seed, stratify=part["label"])
+    except ValueError as e:
+        raise DataError(f"cannot make a stratified {what} split of {len(part)} rows with {k} classes ({e}); upload "
+                        f"more rows{more}") from e
     return pd.concat([a, whole]).reset_index(drop=True), b.reset_index(drop=True)
 
 

@@ -1,5 +1,5 @@
-"""Data rules beyond parsing: null bytes, per-file counts, macro averages over present classes, the app preview's
-column inference, and the data modules' import graph."""
+"""Data rules beyond parsing: advice in refusals for small classes, numeric label spellings, null bytes, per-file
+counts, macro averages over present classes, the app preview's column inference, the data modules' import graph."""
 import ast
 from pathlib import Path
 
@@ -18,6 +18,55 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def frame():
     return sms_subset(200, seed=4)
+
+
+def _csv(frame, path):
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_refusals_for_small_classes_advise_only_what_can_be_done(frame, tmp_path):
+    two = pd.concat([frame[frame["label"] == "ham"], frame[frame["label"] == "spam"].head(2)])
+    _csv(two, tmp_path / "two.csv")
+    with pytest.raises(DataError, match=r"1 of the 2 classes in column 'label' have fewer than 3 examples, too few "
+                                        r"to split into train, validation and test: 'spam' \(2\); that leaves 1 "
+                                        r"class\(es\) to validate, and at least 2 are needed: add examples of "
+                                        r"those classes \(at least 3 each\), or upload a separate test file"):
+        prepare_data(tmp_path / "two.csv")
+    many = frame.iloc[:60].assign(label=[f"topic{i % 15}" for i in range(60)])  # 4 rows per class
+    _csv(many, tmp_path / "many.csv")
+    _csv(many, tmp_path / "many_test.csv")
+    with pytest.raises(DataError, match=r"too few rows for a stratified validation split: 10% of 60 rows is 6 rows, "
+                                        r"but each of the 15 classes needs one; upload at least 150 rows") as e:
+        prepare_data(tmp_path / "many.csv", tmp_path / "many_test.csv")
+    assert "validation file" not in str(e.value)  # neither the app nor the CLI takes one
+
+
+def test_every_merge_of_numeric_labels_is_named(frame, tmp_path):
+    spellings = {"ham": ["1", "1.0"], "spam": ["2", "2.00", "2.0"]}
+    seen = {"ham": 0, "spam": 0}
+
+    def spell(lab):
+        seen[lab] += 1
+        return spellings[lab][seen[lab] % len(spellings[lab])]
+
+    df = frame.assign(label=[spell(lab) for lab in frame["label"]])
+    data = prepare_data(_csv(df, tmp_path / "n.csv"))
+    assert data.task.id2label == {0: "1", 1: "2"}
+    assert any("merged into one class each: '1' and '1.0' → 1; '2', '2.0' and '2.00' → 2" in w
+               for w in data.report.warnings), data.report.warnings
+
+
+def test_labels_with_leading_zeros_or_plus_signs_stay_distinct_text(frame, tmp_path):
+    codes = ["01", "1", "1.0", "+1"]
+    df = frame.assign(label=[codes[i % 4] for i in range(len(frame))])
+    data = prepare_data(_csv(df, tmp_path / "z.csv"))
+    assert data.task.labels == ["+1", "01", "1", "1.0"]  # four classes, spelled as in the file
+    assert all(sum(c.values()) == 50 for c in data.report.class_counts.values())
+    assert any("kept as text, because some are written with a leading zero or plus sign" in w
+               and "'+1' / '01' / '1' / '1.0'" in w for w in data.report.warnings), data.report.warnings
+    zips = frame.assign(label=[["02139", "10001"][i % 2] for i in range(len(frame))])  # zip codes keep their 0
+    assert prepare_data(_csv(zips, tmp_path / "zip.csv")).task.labels == ["02139", "10001"]
 
 
 @pytest.mark.parametrize("damage, count, line", [

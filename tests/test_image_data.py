@@ -1,7 +1,6 @@
 """Image uploads on real images: zip bombs refused before extraction, 16-bit images scaled, split folders, and the
 app preview extracting once."""
 import importlib.util
-import io
 import zipfile
 from pathlib import Path
 
