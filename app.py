@@ -113,13 +113,12 @@ def _image_preview(train_file, test_file):
     """Zip chosen -> (sample table, gallery items, report markdown, class table, task 'image')."""
     import tempfile
 
-    from peft_core.image_data import scan_zip
+    from peft_core.image_data import load_image_upload
 
-    with tempfile.TemporaryDirectory(prefix="peft_preview_") as tmp:
-        frame, _ = scan_zip(train_file, Path(tmp) / "scan")
+    with tempfile.TemporaryDirectory(prefix="peft_preview_") as tmp:  # extracted once, removed afterwards
+        frame, data = load_image_upload(train_file, test_file or None, extract_dir=tmp)
         sample = frame.groupby("label", sort=True).head(2).head(16)
         gallery = [(_thumbnail(p), f"{lab}") for p, lab in zip(sample["image"], sample["label"])]
-        data = prepare_data(train_file, test_file or None, extract_dir=Path(tmp) / "prep")
     table = frame[["name", "label", "split"]].rename(columns={"name": "file", "label": "class folder"}).head(12)
     return table, gallery, data
 
@@ -149,8 +148,9 @@ def load_preview(train_file, test_file, text_col=None, label_col=None):
     cols = list(frame.columns)
     text_col = text_col if text_col in cols else None
     label_col = label_col if label_col in cols else None
+    chosen = text_col, label_col
     text_col, label_col = infer_columns(frame, text_col, label_col)
-    data = _prepare(train_file, test_file, text_col, label_col)
+    data = _prepare(train_file, test_file, *chosen)  # columns not chosen are inferred there (and said so)
     return (views.preview_frame(frame, text_col, label_col), gr.update(choices=cols, value=text_col),
             gr.update(choices=cols, value=label_col),
             data.report.to_markdown(), data.report.class_table(), gr.update(value=None, visible=False), "text")

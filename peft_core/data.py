@@ -5,100 +5,29 @@ JSON (an array of records), JSON Lines, Parquet. Text and label columns are infe
 may be strings or integers; ids follow the sorted label order. Labels and texts are checked by
 ``peft_core.validation``; sizes are bounded by ``peft_core.limits.Limits`` (``PEFT_*`` environment variables).
 Without a given test file the upload is split into train / validation / test, stratified by label and seeded
-(``sklearn.model_selection.train_test_split``).
+(``sklearn.model_selection.train_test_split``); with one, the upload gives train / validation. The labels of both
+files are normalised together. Rows of classes too small for every split stay in training (``peft_core.splits``).
+The split machinery and the report types live in ``peft_core.splits``; they are re-exported here.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from .errors import DataError
+from .image_data import is_image_upload, prepare_image_data
 from .limits import Limits
 from .readers import FORMATS, Table, read_upload
+from .splits import (DataReport, PreparedData, held_out_notes, small_split_warnings, split_inputs,
+                     stratified_split, to_datasets)
 from .tasks import TaskSpec
-from .validation import case_variants, check_classes, check_split_sizes, check_texts, normalise_labels
+from .validation import case_variants, check_classes, check_texts, normalise_labels, rare_classes
 
-__all__ = ["FORMATS", "DataReport", "Limits", "PreparedData", "infer_columns", "prepare_data", "read_table"]
+__all__ = ["FORMATS", "DataReport", "Limits", "PreparedData", "infer_columns", "prepare_data", "read_table",
+           "small_split_warnings", "split_inputs"]
 LABEL_NAMES = ("label", "labels", "category", "class", "target", "intent", "sentiment", "y")
 TEXT_NAMES = ("text", "sentence", "message", "content", "review", "utterance", "document", "query", "sms")
-
-
-@dataclass
-class DataReport:
-    """What was read, inferred, dropped and split; shown to the user before training.
-
-    Attributes:
-        rows_read: data rows in the uploaded file(s) (header excluded).
-        dropped_rows: rows removed, by reason (missing text, missing label, unknown test label).
-        class_counts: label -> {"train": n, "validation": n, "test": n}.
-    """
-
-    source: str
-    format: str
-    columns: list[str]
-    text_column: str
-    label_column: str
-    rows_read: int
-    dropped_rows: dict[str, int] = field(default_factory=dict)
-    split_sizes: dict[str, int] = field(default_factory=dict)
-    class_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_markdown(self) -> str:
-        """A short human summary (markdown) for the app and the CLI."""
-        dropped = sum(self.dropped_rows.values())
-        if self.format == "zip of image folders":
-            head = (f"**{self.rows_read}** images read from `{Path(self.source).name}` ({self.format}); "
-                    f"**{len(self.class_counts)}** classes (one per folder).")
-        else:
-            head = (f"**{self.rows_read}** rows read from `{Path(self.source).name}` ({self.format}); "
-                    f"text column **{self.text_column}**, label column **{self.label_column}**; "
-                    f"**{len(self.class_counts)}** classes.")
-        lines = [head,
-                 "Split: " + ", ".join(f"{k} {v}" for k, v in self.split_sizes.items()) + "."]
-        if dropped:
-            lines.append(("Skipped files: " if self.format == "zip of image folders" else "Dropped rows: ") + ", ".join(f"{v} ({k})" for k, v in self.dropped_rows.items() if v) + ".")
-        lines += [f"Warning: {w}" for w in self.warnings]
-        return "\n\n".join(lines)
-
-    def class_table(self) -> pd.DataFrame:
-        """Class balance: one row per label with counts per split and the share of the whole."""
-        df = pd.DataFrame(self.class_counts).T.fillna(0).astype(int)
-        total = df.sum(axis=1)
-        df["share %"] = (100 * total / max(int(total.sum()), 1)).round(1)
-        return df.rename_axis("label").reset_index()
-
-
-@dataclass
-class PreparedData:
-    """The result of :func:`prepare_data`: splits with columns ``text`` (str) or ``image`` (file path) and
-    ``label`` (int64 id)."""
-
-    splits: "datasets.DatasetDict"  # noqa: F821  (train / validation / test)
-    task: TaskSpec
-    report: DataReport
-
-
-def small_split_warnings(split_sizes: dict[str, int], threshold: int = 100) -> list[str]:
-    """A warning when the held-out test split is small: one example moves accuracy by 1/n, so scores from a few
-    dozen rows are rough (a 95 % interval is about +-1/sqrt(n) wide for accuracies near 0.5)."""
-    n = split_sizes.get("test", 0)
-    if 0 < n < threshold:
-        return [f"the held-out test split has only {n} rows: one example moves accuracy by {100 / n:.1f} points, so "
-                "treat the scores as rough; upload more data (or a larger test file) for firmer numbers"]
-    return []
-
-
-def split_inputs(split) -> list:
-    """The model inputs of one split: its ``text`` column (str) for text tasks, ``image`` (file paths) for
-    image tasks."""
-    return list(split["image" if "image" in split.column_names else "text"])
 
 
 def read_table(path: str | Path, *, limits: Limits | None = None) -> tuple[pd.DataFrame, str]:
@@ -117,7 +46,10 @@ def read_table(path: str | Path, *, limits: Limits | None = None) -> tuple[pd.Da
 
 
 def _is_texty(s: pd.Series) -> bool:
-    return s.dtype == object or pd.api.types.is_string_dtype(s)
+    """A column of strings that are not all numbers (CSV cells are strings; an id column is not text)."""
+    if not (s.dtype == object or pd.api.types.is_string_dtype(s)):
+        return False
+    return not pd.to_numeric(s.dropna().astype(str), errors="coerce").notna().all()
 
 
 def infer_columns(frame: pd.DataFrame, text_column: str | None = None,
@@ -155,8 +87,8 @@ def infer_columns(frame: pd.DataFrame, text_column: str | None = None,
 
 def _clean(table: Table, text: str, label: str, dropped: dict[str, int], notes: list[str],
            limits: Limits) -> pd.DataFrame:
-    """The two chosen columns as ``text`` (str, cut to the limit) and ``label`` (int64 or str, normalised),
-    without rows missing either; counts of dropped rows go to ``dropped``, warnings to ``notes``."""
+    """The two chosen columns as ``text`` (str, cut to the limit) and ``label`` (as read), without rows missing
+    either; counts of dropped rows go to ``dropped``, warnings to ``notes``."""
     frame = table.frame
     out = pd.DataFrame({"text": frame[text], "label": frame[label]})
     miss_text = out["text"].isna() | (out["text"].astype(str).str.strip() == "")
@@ -165,70 +97,52 @@ def _clean(table: Table, text: str, label: str, dropped: dict[str, int], notes: 
     miss_label = out["label"].isna() | (out["label"].astype(str).str.strip() == "")
     dropped["missing label"] = dropped.get("missing label", 0) + int(miss_label.sum())
     out = out[~miss_label].copy()
-    name = Path(table.source).name
-    out["text"], text_notes = check_texts(out["text"].astype(str), limits, name)
-    out["label"], label_notes = normalise_labels(out["label"], label)
-    notes += table.warnings + [f"{name}: {n}" for n in label_notes] + text_notes
+    out["text"], text_notes = check_texts(out["text"].astype(str), limits, Path(table.source).name)
+    notes += table.warnings + text_notes
     return out.reset_index(drop=True)
 
 
-def _label_order(values: pd.Series) -> list:
-    uniq = values.unique().tolist()
-    return sorted(uniq)
+def _normalise(parts: list[pd.DataFrame], names: list[str], label: str, notes: list[str]) -> list[pd.DataFrame]:
+    """Labels of all files normalised together (one decision per column: ints or strings, see
+    ``normalise_labels``), so a test file's labels match the training file's."""
+    labels = pd.concat([p["label"] for p in parts], ignore_index=True)
+    if len({str(p["label"].dtype) for p in parts}) > 1:
+        labels = labels.astype(object)
+    canon, label_notes = normalise_labels(labels, label)
+    notes += [f"{' + '.join(names)}: {n}" for n in label_notes]
+    out, start = [], 0
+    for p in parts:
+        out.append(p.assign(label=canon.iloc[start:start + len(p)].to_numpy()))
+        start += len(p)
+    return out
 
 
-def _split(df: pd.DataFrame, fraction: float, seed: int, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from sklearn.model_selection import train_test_split
-
-    counts = df["label"].value_counts()
-    small = counts[counts < 2]
-    if len(small):
-        raise DataError(f"classes with a single example cannot be split into train and {what}: "
-                        f"{', '.join(map(str, small.index[:10]))}; add examples, remove them, or upload a "
-                        f"separate {what} file")
-    held = math.ceil(fraction * len(df))  # as sklearn rounds it
-    if min(held, len(df) - held) < len(counts):
-        raise DataError(f"too few rows for a stratified {what} split: {fraction:.0%} of {len(df)} rows is {held} "
-                        f"rows, but each of the {len(counts)} classes needs one; upload at least "
-                        f"{math.ceil(len(counts) / fraction)} rows, or a separate {what} file")
-    try:
-        a, b = train_test_split(df, test_size=fraction, random_state=seed, stratify=df["label"])
-    except ValueError as e:
-        raise DataError(f"cannot make a stratified {what} split of {len(df)} rows with {len(counts)} classes "
-                        f"({e}); upload more rows or a separate {what} file") from e
-    return a.reset_index(drop=True), b.reset_index(drop=True)
+def _test_part(test: pd.DataFrame, name: str, classes: list, dropped: dict[str, int],
+               notes: list[str]) -> pd.DataFrame:
+    """The rows of a given test file whose labels occur in training."""
+    unseen = ~test["label"].isin(classes)
+    if unseen.any():
+        dropped["test label not in training data"] = int(unseen.sum())
+        notes.append(f"{name}: test labels not in the training data were dropped: "
+                     f"{', '.join(map(repr, test['label'][unseen].unique()[:10].tolist()))}")
+        test = test[~unseen].reset_index(drop=True)
+    return test
 
 
-def _test_part(test_file, text: str, label: str, classes: list, dropped: dict[str, int], notes: list[str],
-               limits: Limits) -> tuple[pd.DataFrame, int]:
-    """The cleaned rows of a given test file whose labels occur in training, and its row count."""
+def _read_test(test_file, text: str, label: str, limits: Limits) -> Table:
     table = read_upload(test_file, limits)
     for c in (text, label):
         if c not in table.frame.columns:
             raise DataError(f"test file {Path(test_file).name} lacks column {c!r}; its columns are "
                             f"{list(table.frame.columns)}")
-    test = _clean(table, text, label, dropped, notes, limits)
-    unseen = ~test["label"].isin(classes)
-    if unseen.any():
-        dropped["test label not in training data"] = int(unseen.sum())
-        notes.append(f"test labels not in the training data were dropped: "
-                     f"{', '.join(map(repr, test['label'][unseen].unique()[:10].tolist()))}")
-        test = test[~unseen].reset_index(drop=True)
-    return test, len(table.frame)
+    return table
 
 
-def _to_datasets(parts: dict[str, pd.DataFrame], classes: list):
-    """(DatasetDict with text: str and label: int64 id, class_counts label -> split -> n)."""
-    import datasets
-
-    to_id = {c: i for i, c in enumerate(classes)}
-    splits, counts = {}, {str(c): {} for c in classes}
-    for name, part in parts.items():
-        ids = part["label"].map(to_id).astype("int64")
-        splits[name] = datasets.Dataset.from_dict({"text": part["text"].tolist(), "label": ids.tolist()})
-        for c, n in part["label"].value_counts().items():
-            counts[str(c)][name] = int(n)
-    return datasets.DatasetDict(splits), counts
+def _file_names(train_file, test_file) -> list[str]:
+    names = [Path(train_file).name] + ([Path(test_file).name] if test_file is not None else [])
+    if len(names) == 2 and names[0] == names[1]:
+        names[1] += " (test file)"
+    return names
 
 
 def prepare_data(train_file: str | Path, test_file: str | Path | None = None, *, text_column: str | None = None,
@@ -245,42 +159,45 @@ def prepare_data(train_file: str | Path, test_file: str | Path | None = None, *,
         seed: seed of the stratified splits.
         limits: size limits; default ``Limits.from_env()`` (the ``PEFT_*`` environment variables).
     Returns:
-        PreparedData with splits "train", "validation", "test" (columns text: str, label: int64).
+        PreparedData with splits "train", "validation", "test" (columns text: str, label: int64). Rows of classes
+        too small for every split stay in "train" (named in ``report.warnings``).
     Raises:
         DataError: unreadable or too large file, bad columns, fewer than 2 classes, an inferred label column that
-            looks like an id, too many classes, classes too small to split, test labels unseen in training.
+            looks like an id, too many classes, fewer than 2 classes large enough to validate, too few rows for
+            a stratified split.
     """
     if not 0 < test_fraction < 0.9 or not 0 < validation_fraction < 0.5:
         raise DataError("test_fraction must be in (0, 0.9) and validation_fraction in (0, 0.5)")
     limits = limits or Limits.from_env()
-    from .image_data import is_image_upload, prepare_image_data
-
     if is_image_upload(train_file):
         return prepare_image_data(train_file, test_file, test_fraction=test_fraction,
                                   validation_fraction=validation_fraction, seed=seed, limits=limits,
                                   extract_dir=extract_dir)
     table = read_upload(train_file, limits)
     text, label = infer_columns(table.frame, text_column, label_column)
+    tables = [table] + ([_read_test(test_file, text, label, limits)] if test_file is not None else [])
+    names = _file_names(train_file, test_file)
     dropped: dict[str, int] = {}
     warnings: list[str] = []
-    df = _clean(table, text, label, dropped, warnings, limits)
+    parts = _normalise([_clean(t, text, label, dropped, warnings, limits) for t in tables], names, label, warnings)
+    df = parts[0]
     warnings += check_classes(df["label"], label, label_column is None, limits) + case_variants(df["label"], label)
-    check_split_sizes(df["label"], label, test_file is not None)
-    classes = _label_order(df["label"])
-    rows_read = len(table.frame)
+    rare = rare_classes(df["label"], label, ("validation",) if test_file is not None else ("validation", "test"))
+    classes = sorted(df["label"].unique().tolist())
     if test_file is not None:
-        test, n = _test_part(test_file, text, label, classes, dropped, warnings, limits)
-        rows_read += n
-        train, val = _split(df, validation_fraction, seed, "validation")
+        test = _test_part(parts[1], names[1], classes, dropped, warnings)
+        train, val = stratified_split(df, validation_fraction, seed, "validation", rare)
     else:
-        rest, test = _split(df, test_fraction, seed, "test")
-        train, val = _split(rest, validation_fraction / (1 - test_fraction), seed, "validation")
-    splits, counts = _to_datasets({"train": train, "validation": val, "test": test}, classes)
+        rest, test = stratified_split(df, test_fraction, seed, "test", rare)
+        train, val = stratified_split(rest, validation_fraction / (1 - test_fraction), seed, "validation", rare)
+    splits, counts = to_datasets({"train": train, "validation": val, "test": test}, classes)
     task = TaskSpec(kind="text-classification", text_column=text, label_column=label,
                     id2label={i: str(c) for i, c in enumerate(classes)})
+    warnings += held_out_notes(counts, label, {"test": f"the test file {names[1]}"} if test_file else None)
     warnings += small_split_warnings({k: len(v) for k, v in splits.items()})
     report = DataReport(source=str(train_file), format=table.format, columns=list(table.frame.columns),
-                        text_column=text, label_column=label, rows_read=rows_read,
+                        text_column=text, label_column=label, rows_read=sum(len(t.frame) for t in tables),
                         dropped_rows={k: v for k, v in dropped.items() if v},
-                        split_sizes={k: len(v) for k, v in splits.items()}, class_counts=counts, warnings=warnings)
+                        split_sizes={k: len(v) for k, v in splits.items()}, class_counts=counts, warnings=warnings,
+                        files={n: len(t.frame) for n, t in zip(names, tables)})
     return PreparedData(splits=splits, task=task, report=report)

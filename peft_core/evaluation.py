@@ -1,6 +1,8 @@
 """Held-out evaluation (scikit-learn metrics) with the majority-class baseline beside it, and the plots.
 
-Metrics: accuracy, macro-F1 (unweighted mean of per-class F1), per-class precision / recall / F1 / support,
+Metrics: accuracy, macro-F1 (unweighted mean of per-class F1 over the classes present in the split scored: a
+class with no example there has no F1 to average, and counting it as 0 would understate every model; the
+report's ``notes`` name such classes), per-class precision / recall / F1 / support,
 confusion matrix (rows = true label, columns = predicted). The baseline predicts the most frequent training
 label for every row, so a user sees what the model added over "always say the common class".
 """
@@ -28,13 +30,21 @@ class EvalReport:
     labels: list[str]
     per_class: list[dict] = field(default_factory=list)
     confusion: list[list[int]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    macro_over: int | None = None  # classes the macro averages are over (None: all; reports before the field)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def _macro_name(self) -> str:
+        if self.macro_over is None or self.macro_over == len(self.labels):
+            return "macro-F1"
+        return f"macro-F1 (over the {self.macro_over} of {len(self.labels)} classes in the {self.split} split)"
+
     def metrics_table(self) -> pd.DataFrame:
-        """Model vs majority baseline: rows accuracy / macro-F1."""
-        return pd.DataFrame({"metric": ["accuracy", "macro-F1"],
+        """Model vs majority baseline: rows accuracy / macro-F1 (the name says when the average leaves out
+        classes absent from the split)."""
+        return pd.DataFrame({"metric": ["accuracy", self._macro_name()],
                              "model": [round(self.accuracy, 4), round(self.macro_f1, 4)],
                              f"baseline (always '{self.baseline_label}')": [round(self.baseline_accuracy, 4),
                                                                           round(self.baseline_macro_f1, 4)]})
@@ -43,9 +53,11 @@ class EvalReport:
         return pd.DataFrame(self.per_class).round(4)
 
     def to_markdown(self) -> str:
-        return (f"Held-out {self.split} ({self.n} rows): accuracy **{self.accuracy:.4f}**, macro-F1 "
+        """The scores in one line, then the notes (classes left out of the macro averages)."""
+        head = (f"Held-out {self.split} ({self.n} rows): accuracy **{self.accuracy:.4f}**, {self._macro_name()} "
                 f"**{self.macro_f1:.4f}**; majority baseline (always '{self.baseline_label}'): accuracy "
                 f"{self.baseline_accuracy:.4f}, macro-F1 {self.baseline_macro_f1:.4f}.")
+        return "\n\n".join([head] + [f"Note: {n}" for n in self.notes])
 
 
 def evaluate(y_true: Sequence[int], logits: np.ndarray, labels: Sequence[str], train_labels: Sequence[int],
@@ -57,6 +69,8 @@ def evaluate(y_true: Sequence[int], logits: np.ndarray, labels: Sequence[str], t
         logits: float [n, num_labels] (argmax is the prediction).
         labels: label names in id order (len num_labels).
         train_labels: training class ids, to find the majority class.
+    Returns:
+        EvalReport; macro averages over the classes present in ``y_true`` (``notes`` names the others).
     Raises:
         ValueError: shapes disagree or no rows.
     """
@@ -68,17 +82,26 @@ def evaluate(y_true: Sequence[int], logits: np.ndarray, labels: Sequence[str], t
         raise ValueError(f"expected logits of shape ({len(y)}, {len(labels)}), got {logits.shape}")
     pred = logits.argmax(-1)
     ids = list(range(len(labels)))
+    present = sorted(set(y.tolist()))
     majority = int(np.bincount(np.asarray(train_labels), minlength=len(labels)).argmax())
     base = np.full_like(y, majority)
     p, r, f, s = precision_recall_fscore_support(y, pred, labels=ids, zero_division=0)
     per_class = [{"label": labels[i], "precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
                   "support": int(s[i])} for i in ids]
+    notes = []
+    absent = [labels[i] for i in ids if i not in present]
+    if absent:
+        listed = ", ".join(map(repr, absent[:10])) + (", ..." if len(absent) > 10 else "")
+        notes.append(f"the {split} split has no example of {len(absent)} of the {len(labels)} classes ({listed}): "
+                     f"they have no F1, so macro-F1 (model and baseline) is averaged over the {len(present)} "
+                     f"classes present; their per-class rows show support 0")
     return EvalReport(
         split=split, n=len(y), accuracy=float(accuracy_score(y, pred)),
-        macro_f1=float(f1_score(y, pred, labels=ids, average="macro", zero_division=0)),
+        macro_f1=float(f1_score(y, pred, labels=present, average="macro", zero_division=0)),
         baseline_label=labels[majority], baseline_accuracy=float(accuracy_score(y, base)),
-        baseline_macro_f1=float(f1_score(y, base, labels=ids, average="macro", zero_division=0)),
-        labels=list(labels), per_class=per_class, confusion=confusion_matrix(y, pred, labels=ids).tolist())
+        baseline_macro_f1=float(f1_score(y, base, labels=present, average="macro", zero_division=0)),
+        labels=list(labels), per_class=per_class, confusion=confusion_matrix(y, pred, labels=ids).tolist(),
+        notes=notes, macro_over=len(present))
 
 
 def _figure(w: float, h: float):

@@ -1,20 +1,29 @@
 """Load an uploaded image-folder zip into train / validation / test splits with a TaskSpec and a DataReport.
 
 Layout (the usual "image folder", as in ``datasets``' imagefolder and torchvision's ``ImageFolder``): one folder
-per class, ``cat/001.jpg``, ``dog/002.png``..., optionally all under one top folder, and optionally split at the
-top into ``train/`` and ``validation/`` (or ``val/``, ``test/``): ``train/cat/001.jpg``. Without a given
-held-out folder the images are split stratified and seeded, as for tables.
+per class, ``cat/001.jpg``, ``dog/002.png``..., optionally all under one top folder.
 
-The archive is checked before anything is extracted: entries with absolute paths, ``..``, drive letters or
-symlinks refuse the whole archive; so do more than ``max_images`` files or more than ``max_unzipped_mb``
-uncompressed bytes (as declared, and enforced again while copying, so a forged header cannot expand further).
-Non-image files are skipped and named; images Pillow cannot read (corrupt, truncated, decompression bombs) are
-skipped and named. System clutter (``__MACOSX/``, ``.DS_Store``, ``Thumbs.db``, hidden files) is ignored.
+Split folders. The archive may be split at the top (under the optional common folder) into split folders, each
+holding the class folders (``train/cat/001.jpg``); names are matched without regard to case:
+
+* ``train/`` is the training split; it must be there for the other folders to count as splits.
+* ``test/`` is the held-out test split.
+* ``validation/``, ``val/``, ``valid/``, ``dev/`` or ``eval/`` is the validation split (early stopping) when there
+  is also a ``test/`` folder or a separate test zip; without either, it is the held-out test split.
+* a split with no folder is carved out of ``train/``, stratified by class and seeded: the test split
+  (``test_fraction``) and/or the validation split (``validation_fraction`` of all images).
+* with a separate test zip, that zip is the test split, and the archive's own ``test/`` folder is not used
+  (the report says so).
+* without split folders, all images are split into train / validation / test as for tables.
+
+The data report says which folder became which split. Classes with too few images to give one to every carved
+split keep all their images in training (``peft_core.splits``). How the archive is checked and extracted
+(paths, sizes, zip bombs, unreadable images) is in ``peft_core.image_zip``. System clutter (``__MACOSX/``,
+``.DS_Store``, ``Thumbs.db``, hidden files) is ignored; non-image and unreadable files are skipped and named.
 """
 from __future__ import annotations
 
 import os
-import stat
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -22,193 +31,252 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from .errors import DataError
-from .images import IMAGE_EXTENSIONS, load_rgb
+from .image_zip import extract_image, list_images
+from .images import load_rgb
 from .limits import Limits
 from .readers import check_size
+from .splits import PreparedData, DataReport, held_out_notes, small_split_warnings, stratified_split, to_datasets
 from .tasks import TaskSpec
-from .validation import check_classes
+from .validation import check_classes, rare_classes
 
-HELD_OUT_NAMES = {"validation": "test", "val": "test", "valid": "test", "test": "test", "eval": "test"}
-JUNK = {"__macosx", ".ds_store", "thumbs.db", "desktop.ini"}
-
-
-def _entry_parts(info: zipfile.ZipInfo, archive: str) -> tuple[str, ...]:
-    """Path components of a zip entry. Raises DataError for absolute paths, drive letters, ``..`` or links."""
-    name = info.filename.replace("\\", "/")
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        raise DataError(f"{archive}: entry {info.filename!r} has an absolute path; the archive is refused "
-                        "(nothing was extracted). Zip the class folders with relative paths")
-    parts = tuple(p for p in PurePosixPath(name).parts if p not in ("", "."))
-    if ".." in parts:
-        raise DataError(f"{archive}: entry {info.filename!r} points outside the archive ('..'); the archive is "
-                        "refused (nothing was extracted)")
-    if stat.S_ISLNK(info.external_attr >> 16):
-        raise DataError(f"{archive}: entry {info.filename!r} is a symbolic link; the archive is refused (nothing "
-                        "was extracted). Zip the files themselves")
-    return parts
+TRAIN_FOLDERS = ("train",)
+VALIDATION_FOLDERS = ("validation", "val", "valid", "dev", "eval")
+TEST_FOLDERS = ("test",)
+SPLIT_FOLDERS = TRAIN_FOLDERS + VALIDATION_FOLDERS + TEST_FOLDERS
 
 
-def _is_junk(parts: tuple[str, ...]) -> bool:
-    return any(p.lower() in JUNK or p.startswith(".") for p in parts)
+def folder_splits(folders: set[str], has_test_file: bool) -> dict[str, str]:
+    """Split folder name (lower case) -> "train", "validation" or "test", by the rules of the module doc."""
+    test_elsewhere = has_test_file or any(f in TEST_FOLDERS for f in folders)
+    out = {}
+    for f in folders:
+        if f in TRAIN_FOLDERS or f in TEST_FOLDERS:
+            out[f] = "train" if f in TRAIN_FOLDERS else "test"
+        elif f in VALIDATION_FOLDERS:
+            out[f] = "validation" if test_elsewhere else "test"
+    return out
 
 
-def _copy_capped(z: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget: list[int], archive: str) -> None:
-    """Extract one entry, stopping when the archive's byte budget is spent (a header can lie about sizes)."""
-    with z.open(info) as src, open(target, "wb") as out:
-        while chunk := src.read(1 << 20):
-            budget[0] -= len(chunk)
-            if budget[0] < 0:
-                raise DataError(f"{archive}: expands to more than the limit of uncompressed data "
-                                "(PEFT_MAX_UNZIPPED_MB); the archive is refused")
-            out.write(chunk)
+def _folder_split(folders: pd.Series, has_test_file: bool) -> pd.Series:
+    """The split of each image from its split folder ("" or not a split name: train)."""
+    mapping = folder_splits(set(folders.str.lower()), has_test_file)
+    return folders.str.lower().map(lambda f: mapping.get(f, "train"))
 
 
-def scan_zip(path: str | Path, dest: str | Path, limits: Limits | None = None) -> tuple[pd.DataFrame, dict]:
-    """Check and extract an image-folder zip into ``dest``.
-
-    Returns:
-        (frame with columns ``image`` (extracted file path, str), ``label`` (class folder name), ``split``
-        ("train" or "test" — "test" for images under a top ``validation/``/``val/``/``test/`` folder)),
-        notes dict: ``skipped_files`` (non-image names), ``unreadable`` ({name: reason}), ``ignored`` (count).
-    Raises:
-        DataError: not a zip / truncated; unsafe entries; over the limits; no class folders; no images.
-    """
-    limits = limits or Limits.from_env()
-    path, dest = Path(path), Path(dest).resolve()
-    archive = path.name
+def _open(path: Path, limits: Limits) -> zipfile.ZipFile:
     if not path.is_file():
         raise DataError(f"file not found: {path}")
     check_size(path, limits, "upload a zip of class folders", "upload fewer or smaller images")
     try:
-        z = zipfile.ZipFile(path)
-        infos = z.infolist()
+        return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
-        raise DataError(f"{archive} is not a readable zip archive ({e}); it may be truncated or another kind of "
+        raise DataError(f"{path.name} is not a readable zip archive ({e}); it may be truncated or another kind of "
                         "file: zip the class folders again and upload the .zip") from None
-    with z:
-        entries, skipped, ignored = [], [], 0
-        for info in infos:
-            parts = _entry_parts(info, archive)  # every entry is checked before any is extracted
-            if info.is_dir() or not parts:
-                continue
-            if _is_junk(parts):
-                ignored += 1
-                continue
-            if PurePosixPath(parts[-1]).suffix.lower() not in IMAGE_EXTENSIONS:
-                skipped.append("/".join(parts))
-                continue
-            entries.append((info, parts))
-        if len(entries) > limits.max_images:
-            raise DataError(f"{archive} holds {len(entries)} images; the limit is {limits.max_images} "
-                            "(PEFT_MAX_IMAGES); upload a sample")
-        declared = sum(i.file_size for i, _ in entries)
-        if declared > limits.max_unzipped_mb * 1e6:
-            raise DataError(f"{archive} expands to {declared / 1e6:.4g} MB of images; the limit is "
-                            f"{limits.max_unzipped_mb:g} MB (PEFT_MAX_UNZIPPED_MB); nothing was extracted")
-        if not entries:
-            raise DataError(f"{archive} contains no image files ({', '.join(IMAGE_EXTENSIONS)})"
-                            + (f"; it has {len(skipped)} other files, e.g. {skipped[0]}" if skipped else ""))
-        # drop one common top folder ("mnist/0/1.png" -> "0/1.png")
-        while len({p[0] for _, p in entries}) == 1 and all(len(p) > 2 for _, p in entries):
-            entries = [(i, p[1:]) for i, p in entries]
-        flat = [p for _, p in entries if len(p) < 2]
-        if flat:
-            raise DataError(f"{archive}: images must be inside one folder per class (e.g. cat/001.jpg), but "
-                            f"{len(flat)} are at the top, e.g. {flat[0][0]!r}; put each class in its own folder")
-        tops = {p[0].lower() for _, p in entries}
-        split_layout = "train" in tops and all(len(p) >= 3 for _, p in entries if p[0].lower() in
-                                               {"train", *HELD_OUT_NAMES})
+
+
+def _layout(entries: list, archive: str) -> list:
+    """Entries with the common top folder dropped; [(info, parts, split folder or "")]."""
+    while len({p[0] for _, p in entries}) == 1 and all(len(p) > 2 for _, p in entries):
+        entries = [(i, p[1:]) for i, p in entries]  # "mnist/0/1.png" -> "0/1.png"
+    flat = [p for _, p in entries if len(p) < 2]
+    if flat:
+        raise DataError(f"{archive}: images must be inside one folder per class (e.g. cat/001.jpg), but "
+                        f"{len(flat)} are at the top, e.g. {flat[0][0]!r}; put each class in its own folder")
+    tops = {p[0].lower() for _, p in entries}
+    split_layout = "train" in tops and all(len(p) >= 3 for _, p in entries if p[0].lower() in SPLIT_FOLDERS)
+    return [(i, p[1:], p[0]) if split_layout and p[0].lower() in SPLIT_FOLDERS else (i, p, "")
+            for i, p in entries]
+
+
+def scan_zip(path: str | Path, dest: str | Path, limits: Limits | None = None) -> tuple[pd.DataFrame, dict]:
+    """Check and extract an image-folder zip into ``dest`` (see ``peft_core.image_zip`` for the checks).
+
+    Returns:
+        (frame with columns ``image`` (extracted file path, str), ``label`` (class folder name), ``split``
+        ("train", "validation" or "test", by the folder rules of the module doc, as if no test zip were given),
+        ``name`` (path inside the archive, split folder removed), ``folder`` (its split folder as written, or "")),
+        notes dict: ``skipped_files`` (non-image names), ``unreadable`` ({name: reason}), ``ignored`` (count).
+    Raises:
+        DataError: not a zip / truncated; unsafe entries; over the limits; a zip bomb; no class folders; no
+            readable images.
+    """
+    limits = limits or Limits.from_env()
+    path, dest = Path(path), Path(dest).resolve()
+    archive = path.name
+    written: list[Path] = []
+    with _open(path, limits) as z:
+        entries, skipped, ignored = list_images(z, archive, limits)
+        entries = _layout(entries, archive)
         dest.mkdir(parents=True, exist_ok=True)
         budget = [int(limits.max_unzipped_mb * 1e6)]
         rows, unreadable = [], {}
-        for n, (info, parts) in enumerate(entries):
-            split = "train"
-            if split_layout and parts[0].lower() in {"train", *HELD_OUT_NAMES}:
-                split = "train" if parts[0].lower() == "train" else "test"
-                parts = parts[1:]
-            label, name = parts[0], "/".join(parts)
-            target = (dest / f"{n:06d}{PurePosixPath(parts[-1]).suffix.lower()}").resolve()
-            if dest not in target.parents:  # cannot happen with the generated name; kept as a last guard
-                raise DataError(f"{archive}: entry {info.filename!r} would be written outside the upload folder")
-            _copy_capped(z, info, target, budget, archive)
-            try:
-                load_rgb(target)
-            except ValueError as e:
-                unreadable[info.filename] = str(e)
-                target.unlink(missing_ok=True)
-                continue
-            rows.append({"image": str(target), "label": label, "split": split, "name": name})
+        try:
+            for n, (info, parts, folder) in enumerate(entries):
+                target = (dest / f"{n:06d}{PurePosixPath(parts[-1]).suffix.lower()}").resolve()
+                if dest not in target.parents:  # cannot happen with the generated name; kept as a last guard
+                    raise DataError(f"{archive}: entry {info.filename!r} would be written outside the upload folder")
+                try:
+                    extract_image(z, info, info.filename, target, budget, archive)
+                    written.append(target)
+                    load_rgb(target)
+                except DataError:
+                    raise
+                except ValueError as e:  # not an image, over the pixel limit, corrupt: skipped by name
+                    unreadable[info.filename] = str(e)
+                    target.unlink(missing_ok=True)
+                    continue
+                rows.append({"image": str(target), "label": parts[0], "folder": folder, "name": "/".join(parts)})
+        except DataError:
+            for p in written:
+                p.unlink(missing_ok=True)
+            raise
     if not rows:
         raise DataError(f"{archive}: none of its {len(entries)} image files could be read; e.g. "
                         f"{next(iter(unreadable))}: {next(iter(unreadable.values()))}")
-    return pd.DataFrame(rows), {"skipped_files": skipped, "unreadable": unreadable, "ignored": ignored}
-
-
-def prepare_image_data(train_file: str | Path, test_file: str | Path | None = None, *, test_fraction: float = 0.2,
-                       validation_fraction: float = 0.1, seed: int = 42, limits: Limits | None = None,
-                       extract_dir: str | Path | None = None):
-    """Image-folder zip(s) -> ``PreparedData`` with splits of columns ``image`` (file path) and ``label`` (int id).
-
-    Args:
-        train_file: the zip (see module doc); a top ``validation/``/``test/`` folder is the held-out split.
-        test_file: optional second zip of class folders used as the held-out split.
-        extract_dir: where images are extracted (default: a new temporary folder).
-    Raises:
-        DataError: see :func:`scan_zip`; fewer than 2 classes, too many, or classes too small to split.
-    """
-    from .data import DataReport, PreparedData, _split, _to_datasets, small_split_warnings
-
-    limits = limits or Limits.from_env()
-    root = Path(extract_dir) if extract_dir else Path(tempfile.mkdtemp(prefix="peft_images_"))
-    frame, notes = scan_zip(train_file, root / "upload", limits)
-    if test_file is not None:
-        test_frame, test_notes = scan_zip(test_file, root / "test_upload", limits)
-        test_frame["split"] = "test"
-        frame = pd.concat([frame[frame["split"] == "train"], test_frame], ignore_index=True)
-        for k in ("skipped_files", "ignored"):
-            notes[k] += test_notes[k]
-        notes["unreadable"].update(test_notes["unreadable"])
-    warnings = check_classes(frame["label"], "class folder", False, limits)
-    classes = sorted(frame["label"].unique().tolist())
-    given = frame[frame["split"] == "test"]
-    df = frame[frame["split"] == "train"].reset_index(drop=True)
-    if len(given):
-        unseen = ~given["label"].isin(df["label"].unique())
-        if unseen.any():
-            warnings.append(f"{int(unseen.sum())} held-out images of classes absent from training were dropped: "
-                            + ", ".join(sorted(given["label"][unseen].unique())[:10]))
-            given = given[~unseen]
-        classes = sorted(df["label"].unique().tolist())
-        train, val = _split(df, validation_fraction, seed, "validation")
-        test = given.reset_index(drop=True)
-    else:
-        rest, test = _split(df, test_fraction, seed, "test")
-        train, val = _split(rest, validation_fraction / (1 - test_fraction), seed, "validation")
-    parts = {k: v.rename(columns={"image": "text"}) for k, v in {"train": train, "validation": val,
-                                                                  "test": test}.items()}
-    splits, counts = _to_datasets(parts, classes)
-    splits = splits.rename_column("text", "image")
-    if notes["skipped_files"]:
-        warnings.append(f"{len(notes['skipped_files'])} non-image files skipped: "
-                        + ", ".join(notes["skipped_files"][:10]) + (" ..." if len(notes["skipped_files"]) > 10 else ""))
-    if notes["unreadable"]:
-        bad = list(notes["unreadable"].items())
-        warnings.append(f"{len(bad)} unreadable images skipped: "
-                        + "; ".join(f"{k} ({v})" for k, v in bad[:10]) + (" ..." if len(bad) > 10 else ""))
-    if notes["ignored"]:
-        warnings.append(f"{notes['ignored']} system files ignored (__MACOSX, .DS_Store, hidden files)")
-    warnings += small_split_warnings({k: len(v) for k, v in splits.items()})
-    dropped = {k: v for k, v in {"not an image file": len(notes["skipped_files"]),
-                                 "unreadable image": len(notes["unreadable"])}.items() if v}
-    task = TaskSpec(kind="image-classification", text_column="image", label_column="class folder",
-                    id2label={i: str(c) for i, c in enumerate(classes)})
-    report = DataReport(source=str(train_file), format="zip of image folders", columns=["image", "class folder"],
-                        text_column="image", label_column="class folder",
-                        rows_read=len(frame) + len(notes["unreadable"]), dropped_rows=dropped,
-                        split_sizes={k: len(v) for k, v in splits.items()}, class_counts=counts, warnings=warnings)
-    return PreparedData(splits=splits, task=task, report=report)
+    frame = pd.DataFrame(rows)
+    frame["split"] = _folder_split(frame["folder"], False)
+    return frame, {"skipped_files": skipped, "unreadable": unreadable, "ignored": ignored}
 
 
 def is_image_upload(path: str | Path | None) -> bool:
     """True for a ``.zip`` upload (image folders); tables have their own extensions."""
     return path is not None and os.fspath(path).lower().endswith(".zip")
+
+
+
+
+def _scan_all(train_file, test_file, root: Path, limits: Limits):
+    """Both zips extracted once: (frame with the final folder-given split, notes, files {name: images},
+    split folders {lower case: as written}, warnings)."""
+    frame, notes = scan_zip(train_file, root / "upload", limits)
+    names = [Path(train_file).name] + ([Path(test_file).name] if test_file is not None else [])
+    if len(names) == 2 and names[0] == names[1]:
+        names[1] += " (test zip)"
+    files = {names[0]: len(frame) + len(notes["unreadable"])}
+    folders = {f.lower(): f for f in frame["folder"] if f}
+    frame["split"] = _folder_split(frame["folder"], test_file is not None)
+    warnings = []
+    if test_file is not None:
+        test_frame, more = scan_zip(test_file, root / "test_upload", limits)
+        files[names[1]] = len(test_frame) + len(more["unreadable"])
+        unused = frame["split"] == "test"
+        if unused.any():
+            warnings.append(f"the test zip {names[1]} is the test split, so the {int(unused.sum())} images under "
+                            f"{frame['folder'][unused].iloc[0]}/ in {names[0]} were not used")
+        frame = pd.concat([frame[~unused], test_frame.assign(split="test", folder="")], ignore_index=True)
+        for k in ("skipped_files", "ignored"):
+            notes[k] += more[k]
+        notes["unreadable"].update(more["unreadable"])
+    return frame, notes, files, folders, warnings
+
+
+def _layout_note(folders: dict[str, str], given: set[str], train_zip: str, test_zip: str | None) -> list[str]:
+    """One line saying which folder (or zip) became which split."""
+    if not folders and test_zip is None:
+        return []
+    carved = [s for s in ("validation", "test") if s not in given]
+    mapping = folder_splits(set(folders), test_zip is not None)
+    said = []
+    for low, written in sorted(folders.items(), key=lambda kv: SPLIT_FOLDERS.index(kv[0])):
+        split = mapping[low]
+        if split == "train":
+            said.append(f"`{written}/` → train" + (f" ({' and '.join(carved)} carved out of it, stratified)"
+                                                    if carved else ""))
+        elif test_zip and split == "test":
+            said.append(f"`{written}/` not used (the test zip is the test split)")
+        elif low in VALIDATION_FOLDERS and split == "test":
+            said.append(f"`{written}/` → test (there is no test/ folder, so it is the held-out test split)")
+        else:
+            said.append(f"`{written}/` → {split}")
+    if not folders:
+        said.append(f"`{train_zip}` → train ({' and '.join(carved)} carved out of it, stratified)")
+    if test_zip:
+        said.append(f"`{test_zip}` → test")
+    return ["Splits: " + ", ".join(said) + "."]
+
+
+def _splits(frame: pd.DataFrame, classes: list, warnings: list[str], test_fraction: float,
+            validation_fraction: float, seed: int) -> tuple[dict[str, pd.DataFrame], set[str]]:
+    """train / validation / test frames: folder-given splits as they are, the others carved out of train."""
+    df = frame[frame["split"] == "train"].reset_index(drop=True)
+    held = frame[frame["split"] != "train"]
+    unseen = ~held["label"].isin(classes)
+    if unseen.any():
+        warnings.append(f"{int(unseen.sum())} held-out images of classes absent from training were dropped: "
+                        + ", ".join(sorted(held["label"][unseen].unique())[:10]))
+        held = held[~unseen]
+    given = set(held["split"])
+    carved = tuple(s for s in ("validation", "test") if s not in given)
+    rare = rare_classes(df["label"], "class folder", carved)
+    parts = {s: held[held["split"] == s].reset_index(drop=True) for s in given}
+    rest = df
+    if "test" not in given:
+        rest, parts["test"] = stratified_split(df, test_fraction, seed, "test", rare)
+    if "validation" in given:
+        parts["train"] = rest
+    else:
+        frac = validation_fraction if "test" in given else validation_fraction / (1 - test_fraction)
+        parts["train"], parts["validation"] = stratified_split(rest, frac, seed, "validation", rare)
+    return {s: parts[s] for s in ("train", "validation", "test")}, given
+
+
+def load_image_upload(train_file: str | Path, test_file: str | Path | None = None, *, test_fraction: float = 0.2,
+                      validation_fraction: float = 0.1, seed: int = 42, limits: Limits | None = None,
+                      extract_dir: str | Path | None = None) -> tuple[pd.DataFrame, PreparedData]:
+    """Image-folder zip(s), extracted once -> (the images found, ``PreparedData``).
+
+    Args:
+        train_file: the zip (see the module doc for layouts and split folders).
+        test_file: optional second zip of class folders used as the test split.
+        extract_dir: where images are extracted (default: a new temporary folder).
+    Returns:
+        (frame with columns image (extracted path), label (class folder), name (path in the zip), folder (split
+        folder or ""), split (the split each image went to, or "not used"); PreparedData with splits of columns
+        ``image`` (file path) and ``label`` (int64 id)).
+    Raises:
+        DataError: see :func:`scan_zip`; fewer than 2 classes, too many, or too few images to split.
+    """
+    limits = limits or Limits.from_env()
+    root = Path(extract_dir) if extract_dir else Path(tempfile.mkdtemp(prefix="peft_images_"))
+    frame, notes, files, folders, warnings = _scan_all(train_file, test_file, root, limits)
+    train_labels = frame["label"][frame["split"] == "train"]
+    warnings += check_classes(train_labels, "class folder", False, limits)
+    classes = sorted(train_labels.unique().tolist())
+    parts, given = _splits(frame, classes, warnings, test_fraction, validation_fraction, seed)
+    splits, counts = to_datasets(parts, classes, column="image")
+    test_zip = list(files)[1] if test_file is not None else None
+    sources = {s: f"the {folders[f]}/ folder" for f, s in folder_splits(set(folders), bool(test_zip)).items()
+               if s in given}
+    sources |= {"test": f"the test zip {test_zip}"} if test_zip else {}
+    skipped, bad = notes["skipped_files"], list(notes["unreadable"].items())
+    if skipped:
+        warnings.append(f"{len(skipped)} non-image files skipped: " + ", ".join(skipped[:10])
+                        + (" ..." if len(skipped) > 10 else ""))
+    if bad:
+        warnings.append(f"{len(bad)} unreadable images skipped: " + "; ".join(f"{k} ({v})" for k, v in bad[:10])
+                        + (" ..." if len(bad) > 10 else ""))
+    if notes["ignored"]:
+        warnings.append(f"{notes['ignored']} system files ignored (__MACOSX, .DS_Store, hidden files)")
+    warnings += held_out_notes(counts, "class folder", sources)
+    warnings += small_split_warnings({k: len(v) for k, v in splits.items()})
+    dropped = {k: v for k, v in {"not an image file": len(skipped), "unreadable image": len(bad)}.items() if v}
+    task = TaskSpec(kind="image-classification", text_column="image", label_column="class folder",
+                    id2label={i: str(c) for i, c in enumerate(classes)})
+    report = DataReport(source=str(train_file), format="zip of image folders", columns=["image", "class folder"],
+                        text_column="image", label_column="class folder", rows_read=sum(files.values()),
+                        dropped_rows=dropped, split_sizes={k: len(v) for k, v in splits.items()},
+                        class_counts=counts, warnings=warnings, files=files,
+                        notes=_layout_note(folders, given, list(files)[0], test_zip))
+    where = {p: s for s, part in parts.items() for p in part["image"]}
+    frame["split"] = frame["image"].map(lambda p: where.get(p, "not used"))
+    return frame, PreparedData(splits=splits, task=task, report=report)
+
+
+def prepare_image_data(train_file: str | Path, test_file: str | Path | None = None, *, test_fraction: float = 0.2,
+                       validation_fraction: float = 0.1, seed: int = 42, limits: Limits | None = None,
+                       extract_dir: str | Path | None = None) -> PreparedData:
+    """Image-folder zip(s) -> ``PreparedData`` (see :func:`load_image_upload`, which also returns the images
+    found)."""
+    return load_image_upload(train_file, test_file, test_fraction=test_fraction,
+                             validation_fraction=validation_fraction, seed=seed, limits=limits,
+                             extract_dir=extract_dir)[1]

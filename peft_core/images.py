@@ -6,7 +6,8 @@ bundle (``preprocessor_config.json`` in the layout of transformers' ``ViTImagePr
 ``predict.py`` repeats the same numpy + Pillow steps, so PyTorch and ONNX Runtime see identical pixels.
 
 Images are opened with Pillow, EXIF orientation applied, and converted to RGB (grayscale, palette and RGBA
-images become RGB; transparent pixels are composited on white). Pillow's decompression-bomb guard is set from
+images become RGB; 16-bit grayscale is scaled to 8 bits (value >> 8); transparent pixels are composited on
+white). Pillow's decompression-bomb guard is set from
 ``PEFT_MAX_IMAGE_PIXELS``.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".
 # (efficientnet-lite-pytorch's example) and most ImageNet classifiers.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # Pillow modes of 16-bit grayscale images
 RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3}  # PIL.Image.Resampling values
 
 
@@ -33,36 +35,66 @@ def max_image_pixels() -> int:
     return int(float(os.environ.get("PEFT_MAX_IMAGE_PIXELS", "40000000")))
 
 
+def open_image(fp):
+    """Open an image (path or binary file object) without decoding its pixels: ``PIL.Image`` with size, mode and
+    format read from the header.
+
+    Raises:
+        ValueError: not an image, a damaged header, or more than ``max_image_pixels()`` pixels (the message says
+            which).
+    """
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = max_image_pixels()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"image too large (decompression-bomb guard): {e}") from None
+    except UnidentifiedImageError:
+        raise ValueError("not a readable image file") from None
+    except (OSError, SyntaxError) as e:
+        raise ValueError(f"corrupt or truncated image: {e}") from None
+    if img.width * img.height > max_image_pixels():
+        raise ValueError(f"image is {img.width}x{img.height} pixels, over the limit of {max_image_pixels():,} "
+                         "(PEFT_MAX_IMAGE_PIXELS)")
+    return img
+
+
+def to_8bit(img):
+    """A 16-bit grayscale image (Pillow modes ``I;16*``, or ``I``, as older Pillow opens 16-bit PNGs) as 8-bit
+    ``L`` with value >> 8 (0..65535 -> 0..255); other images unchanged. (Pillow's ``convert`` would clip every
+    value above 255 to 255.)"""
+    from PIL import Image
+
+    if img.mode not in SIXTEEN_BIT:
+        return img
+    arr = np.clip(np.asarray(img).astype(np.int64), 0, 65535) >> 8
+    return Image.fromarray(arr.astype(np.uint8))
+
+
 def load_rgb(path_or_image):
-    """Open an image as RGB ``PIL.Image`` (EXIF rotation applied; alpha composited on white).
+    """Open an image as RGB ``PIL.Image`` (EXIF rotation applied; 16-bit grayscale scaled to 8 bits; alpha
+    composited on white).
 
     Raises:
         ValueError: not an image, truncated or corrupt, or larger than ``max_image_pixels()`` (the message says
             which).
     """
-    import warnings
-
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     if isinstance(path_or_image, Image.Image):
         img = path_or_image
     else:
-        Image.MAX_IMAGE_PIXELS = max_image_pixels()
+        img = open_image(path_or_image)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(path_or_image)
-                if img.width * img.height > max_image_pixels():
-                    raise ValueError(f"image is {img.width}x{img.height} pixels, over the limit of "
-                                     f"{max_image_pixels():,} (PEFT_MAX_IMAGE_PIXELS)")
-                img.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ValueError(f"image too large (decompression-bomb guard): {e}") from None
-        except UnidentifiedImageError:
-            raise ValueError("not a readable image file") from None
+            img.load()
         except (OSError, SyntaxError) as e:
             raise ValueError(f"corrupt or truncated image: {e}") from None
-    img = ImageOps.exif_transpose(img)
+    img = to_8bit(ImageOps.exif_transpose(img))
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -12,9 +12,18 @@ variable                      default      meaning
 ``PEFT_MAX_TEXT_CHARS``       20000        longer texts are cut to this many characters (and reported)
 ``PEFT_LONG_TEXT_CHARS``      5000         texts longer than this are counted in a warning
 ``PEFT_MAX_IMAGES``           20000        most image files in a zip; larger archives are refused
-``PEFT_MAX_UNZIPPED_MB``      1000         most uncompressed bytes in a zip (MB), checked before extracting
-``PEFT_MAX_IMAGE_PIXELS``     40000000     largest image (width x height); larger ones are skipped as unreadable
+``PEFT_MAX_UNZIPPED_MB``      500          most uncompressed bytes of images in a zip (MB), checked before extracting
+``PEFT_MAX_IMAGE_PIXELS``     40000000     largest image (width x height); larger ones are skipped as unreadable;
+                                           also caps one image file's size (x 8 bytes + 4 MB: 324 MB)
 ============================  ===========  ==============================================================
+
+Why 500 MB of unzipped images: a free Space has 16 GB of RAM and about 50 GB of ephemeral disk shared by every
+user, and each zip is extracted to disk once per preview and once per run (images are then read one batch at a
+time, so disk, not RAM, is what an archive costs). 500 MB is 10 x the largest upload (``PEFT_MAX_UPLOAD_MB``):
+JPEG and PNG files hardly compress in a zip, so a genuine image archive expands by little more than 1x and is
+never near the limit, while a zip bomb is stopped early; 20 previews or runs at the limit at once still fit in
+10 GB of disk. ``PEFT_MAX_IMAGE_PIXELS`` is read by ``peft_core.images`` (Pillow's decompression-bomb guard), not
+by :class:`Limits`.
 """
 from __future__ import annotations
 
@@ -40,6 +49,8 @@ class Limits:
         max_text_chars: texts longer than this (characters) are cut to it; the tokenizer reads only the first
             ``max_length`` tokens anyway, so this only bounds memory and tokenizing time; int, >= 1.
         long_text_chars: texts longer than this (characters) are counted in a ``DataReport`` warning; int, >= 1.
+        max_images: most image files in a zip; int, >= 1.
+        max_unzipped_mb: most uncompressed bytes of the image files of a zip, in MB (10**6 bytes); float, > 0.
     Raises:
         ConfigError: a field is not a positive number (or max_classes < 2).
     """
@@ -50,7 +61,7 @@ class Limits:
     max_text_chars: int = 20_000
     long_text_chars: int = 5_000
     max_images: int = 20_000
-    max_unzipped_mb: float = 1_000.0
+    max_unzipped_mb: float = 500.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -2,7 +2,8 @@
 
 CSV/TSV/TXT are parsed by ``pandas.read_csv`` (C engine) after the encoding is settled here (UTF-8, UTF-8 with
 BOM, UTF-16 with BOM, else Windows-1252 / Latin-1) and the delimiter is chosen among , ; TAB | from the header
-line. JSON (an array of records, ``{"data": [...]}``, or columns as lists) and JSON Lines are parsed with the
+line; CSV cells are read as written (strings: "01" stays "01", so labels keep their spelling; empty cells are
+missing). JSON (an array of records, ``{"data": [...]}``, or columns as lists) and JSON Lines are parsed with the
 standard ``json`` module so errors carry line numbers; Parquet through ``pandas.read_parquet`` (pyarrow).
 Nothing is written to disk. Every failure is a :class:`DataError` naming the file, the place and the fix.
 """
@@ -28,6 +29,7 @@ MAGIC = [(b"PAR1", "a Parquet file", "rename it to .parquet"),
          (b"\x89PNG", "a PNG image", "upload a table (CSV, TSV, JSON, JSONL or Parquet)"),
          (b"\xff\xd8\xff", "a JPEG image", "upload a table (CSV, TSV, JSON, JSONL or Parquet)"),
          (b"\xd0\xcf\x11\xe0", "an old Excel/Office file", "save the sheet as CSV and upload that")]
+CONTROL = bytes(b for b in range(32) if b not in b"\t\n\x0b\x0c\r\x1a\x1b")  # control bytes text never holds (NUL counted apart)
 HTML = re.compile(rb"^\s*(<!doctype html|<html|<head|<body|<\?xml|<!--)", re.IGNORECASE)
 
 
@@ -63,6 +65,10 @@ def _check_kind(path: Path, fmt: str, head: bytes) -> None:
 def _decode(path: Path, data: bytes) -> tuple[str, str | None]:
     """Decoded text and a warning when the encoding had to be guessed.
 
+    A file with null bytes is called binary when, the nulls removed, more than 1 % of its bytes are other
+    control characters (or nothing is left); else it is a damaged text file and the message counts the null
+    bytes and gives the line of the first.
+
     Raises:
         DataError: binary content or null bytes (with the line of the first one).
     """
@@ -73,10 +79,12 @@ def _decode(path: Path, data: bytes) -> tuple[str, str | None]:
             raise DataError(f"{path.name} starts like UTF-16 text but is not valid UTF-16 ({e.reason} at byte "
                             f"{e.start}); save it again as UTF-8") from None
     nulls = data.count(b"\x00")
-    if nulls > max(8, len(data) // 100) or b"\x00" in data[:64]:
-        raise DataError(f"{path.name} looks like a binary file, not a text table; upload CSV, TSV, JSON, JSONL "
-                        "or Parquet")
     if nulls:
+        rest = data.replace(b"\x00", b"")
+        control = len(rest) - len(rest.translate(None, CONTROL))
+        if not rest.strip() or control > max(8, len(rest) // 100):
+            raise DataError(f"{path.name} looks like a binary file, not a text table; upload CSV, TSV, JSON, JSONL "
+                            "or Parquet")
         line = data.count(b"\n", 0, data.index(b"\x00")) + 1
         raise DataError(f"{path.name} contains {nulls} null byte(s) (the first on line {line}); a text table "
                         "cannot hold them, so the file is probably damaged. Remove them (e.g. "
@@ -117,13 +125,14 @@ def _parser_message(name: str, error: Exception, sep: str) -> str:
 
 
 def _read_csv(path: Path, text: str, limits: Limits) -> pd.DataFrame:
-    """Parse CSV text; rows with more fields than the header are an error listing their lines."""
+    """Parse CSV text into str columns (cells as written: "01" stays "01", empty cells are missing); rows with
+    more fields than the header are an error listing their lines."""
     sep = _delimiter(path, text)
     try:
         header = pd.read_csv(io.StringIO(text), sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
-            frame = pd.read_csv(io.StringIO(text), sep=sep, on_bad_lines="warn", index_col=False,
+            frame = pd.read_csv(io.StringIO(text), sep=sep, on_bad_lines="warn", index_col=False, dtype=str,
                                 keep_default_na=False, na_values=[""], nrows=limits.max_rows + 1)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path.name} has no content (only blank lines)") from None

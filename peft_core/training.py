@@ -160,7 +160,9 @@ def _metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     y = labels.numpy()
     return {"val_loss": float(nn.functional.cross_entropy(logits, labels)),
             "val_accuracy": float(accuracy_score(y, pred)),
-            "val_macro_f1": float(f1_score(y, pred, average="macro", zero_division=0))}
+            # over the classes present in the validation split: a class with no example there (too rare to hold
+            # one out) has no F1, and sklearn's default would count a wrong prediction of it as F1 0
+            "val_macro_f1": float(f1_score(y, pred, labels=np.unique(y), average="macro", zero_division=0))}
 
 
 def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequence[Callback] = (),

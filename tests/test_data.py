@@ -98,8 +98,9 @@ def test_unknown_column_and_tiny_class(frame, tmp_path):
         prepare_data(tmp_path / "d.csv", label_column="nope")
     tiny = pd.concat([frame, pd.DataFrame({"label": ["rare"], "text": ["only one of these"]})])
     tiny.to_csv(tmp_path / "t.csv", index=False)
-    with pytest.raises(DataError, match="rare"):
-        prepare_data(tmp_path / "t.csv")
+    data = prepare_data(tmp_path / "t.csv")  # a 1-row class is kept for training, and the report says so
+    assert data.report.class_counts["rare"] == {"train": 1}
+    assert any("no validation example" in w and "'rare'" in w for w in data.report.warnings)
 
 
 def test_unsupported_extension_and_binary(tmp_path):

@@ -177,15 +177,23 @@ def test_too_few_rows_for_the_classes(frame, tmp_path):
         prepare_data(tmp_path / "many.csv")
 
 
-def test_classes_too_small_to_split_are_named(frame, tmp_path):
+def test_rare_classes_stay_in_training_and_are_named(frame, tmp_path):
     extra = pd.DataFrame({"label": ["rare", "rare", "odd"], "text": frame["text"].iloc[:3].tolist()})
     _csv(pd.concat([frame, extra]), tmp_path / "small.csv")
-    with pytest.raises(DataError, match=r"2 class\(es\) in column 'label' have fewer than 3 examples.*train, "
-                                        r"validation and test: 'rare' \(2\), 'odd' \(1\)"):
-        prepare_data(tmp_path / "small.csv")
-    _csv(frame.iloc[:50], tmp_path / "test.csv")
-    with pytest.raises(DataError, match=r"1 class\(es\) .* fewer than 2 examples.*train and validation: 'odd' \(1\)"):
-        prepare_data(tmp_path / "small.csv", tmp_path / "test.csv")
+    data = prepare_data(tmp_path / "small.csv")
+    counts = data.report.class_counts
+    assert counts["rare"] == {"train": 2} and counts["odd"] == {"train": 1}
+    assert counts["ham"]["validation"] and counts["spam"]["test"]
+    warnings = " | ".join(data.report.warnings)
+    assert ("2 class(es) of 'label' have no validation example (too few examples to give this split one; their "
+            "rows are used for training): 'odd' (1 in all), 'rare' (2 in all); early stopping cannot check them"
+            in warnings)
+    assert "2 class(es) of 'label' have no test example" in warnings and "test macro-F1 is averaged" in warnings
+    _csv(frame.iloc[:50], tmp_path / "test.csv")  # with a test file, 2 rows are enough to validate a class
+    data = prepare_data(tmp_path / "small.csv", tmp_path / "test.csv")
+    assert data.report.class_counts["odd"] == {"train": 1} and sum(data.report.class_counts["rare"].values()) == 2
+    assert any("have no test example (the test file test.csv has none): 'odd' (1 in all), 'rare' (2 in all)" in w
+               for w in data.report.warnings)
 
 
 def test_inferred_label_column_that_is_an_id(frame, tmp_path):
@@ -213,17 +221,23 @@ def test_labels_differing_in_case_or_spaces(frame, tmp_path):
 
 def test_float_like_labels_become_integers(frame, tmp_path):
     as_float = frame.assign(label=(frame["label"] == "spam").astype(float))
-    data = prepare_data(_csv(as_float, tmp_path / "f.csv"))
+    as_float.to_parquet(tmp_path / "f.parquet")
+    data = prepare_data(tmp_path / "f.parquet")
     assert data.task.id2label == {0: "0", 1: "1"}
     assert any("stored as decimal numbers; being whole numbers they are used as integer classes (0.0 → 0"
                in w for w in data.report.warnings)
+    data = prepare_data(_csv(as_float, tmp_path / "f.csv"))
+    assert data.task.id2label == {0: "0", 1: "1"}
+    assert any("are whole numbers written as decimals and are used as integers ('0.0' → 0, '1.0' → 1)" in w
+               for w in data.report.warnings)
     mixed = [{"text": t, "label": [1, 1.0, "1.0"][i % 3] if lab == "spam" else [0, "0"][i % 2]}
              for i, (t, lab) in enumerate(zip(frame["text"], frame["label"]))]
     (tmp_path / "m.json").write_text(json.dumps(mixed))
     data = prepare_data(tmp_path / "m.json")
     assert data.task.id2label == {0: "0", 1: "1"}
     assert sum(data.report.class_counts["1"].values()) == int((frame["label"] == "spam").sum())
-    assert any("written differently were read as integers ('1.0' → 1" in w for w in data.report.warnings)
+    assert any("equal as whole numbers were merged into one class each: '1' and '1.0' → 1" in w
+               for w in data.report.warnings)
 
 
 # ---- texts, mixed JSON schema ----------------------------------------------------------------------------------------

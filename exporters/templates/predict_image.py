@@ -5,8 +5,9 @@
     python predict.py images/ --output predictions.csv
 
 Preprocessing (from config.json "preprocessing", the same steps as in training): open with Pillow, apply EXIF
-rotation, composite transparency on white, convert to RGB, resize to (height, width) with the given resampling
-filter, scale to [0, 1], subtract image_mean and divide by image_std per channel, layout [batch, 3, H, W].
+rotation, scale 16-bit grayscale to 8 bits (value >> 8), composite transparency on white, convert to RGB,
+resize to (height, width) with the given resampling filter, scale to [0, 1], subtract image_mean and divide by
+image_std per channel, layout [batch, 3, H, W].
 """
 from __future__ import annotations
 
@@ -23,11 +24,20 @@ from PIL import Image, ImageOps
 HERE = Path(__file__).resolve().parent
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_PIXELS = 40_000_000  # Pillow's decompression-bomb guard
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # Pillow modes of 16-bit grayscale images
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit grayscale (modes I;16*, I) -> 8-bit L as value >> 8; Image.convert would clip values above 255."""
+    if img.mode not in SIXTEEN_BIT:
+        return img
+    arr = np.clip(np.asarray(img).astype(np.int64), 0, 65535) >> 8
+    return Image.fromarray(arr.astype(np.uint8))
 
 
 def load_rgb(path: Path) -> Image.Image:
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    img = ImageOps.exif_transpose(Image.open(path))
+    img = to_8bit(ImageOps.exif_transpose(Image.open(path)))
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
