@@ -12,7 +12,7 @@ A run folder (``<root>/<run id>/``) holds::
 Owners are opaque tokens (the app keeps one per browser); only their SHA-256 is stored, and every call that
 names a run checks it, so a caller sees only its own runs (an unknown id and someone else's id look the same).
 At most ``max_concurrent`` runs train at once (env ``PEFT_MAX_CONCURRENT_RUNS``, default 1); the rest wait
-in a FIFO queue. Runs left queued or running by a previous process are marked failed when a manager starts.
+in a FIFO queue (``queue_info`` says what a queued run waits for). Runs left queued or running by a previous process are marked failed when a manager starts.
 Runs train on the manager's worker threads; a manager with the default runner first does, in its own thread, the
 library set-ups that break when two runs do them at once (:func:`prime_for_threads`).
 

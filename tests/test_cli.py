@@ -74,7 +74,8 @@ def test_ctrl_c_while_encoding_stops_the_run_with_status_130(tmp_path):
             reader.join(0.05)
         asked = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 130 and time.monotonic() - asked < 15
+        # one batch of 64 rows, then a clean exit; 17 s were seen on 2 cores under load 12
+        assert proc.wait(90) == 130 and time.monotonic() - asked < 30
     finally:
         proc.kill()
         reader.join(10)

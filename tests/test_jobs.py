@@ -113,7 +113,7 @@ def test_a_run_cancelled_while_encoding_ends_at_once_with_no_model(manager):
     asked = time.monotonic()
     assert manager.cancel(token, info.id).state == "cancelling"
     done = manager.wait(token, info.id, timeout_s=60)
-    assert done.state == "cancelled" and time.monotonic() - asked < 10
+    assert done.state == "cancelled" and time.monotonic() - asked < 20  # one batch of 64 rows, even under load
     assert done.error == "cancelled before the first epoch ended: there is no model to offer"
     assert not done.has_model and done.results == {}
     run_dir = manager.dir(info.id)
