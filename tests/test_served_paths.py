@@ -106,10 +106,6 @@ def _forge(server, run_id, name, expires):
 
 
 def test_nothing_under_the_runs_or_state_folder_is_served_except_through_signed_links(server, trained, exported):
-    secret = server["state"] / "browser_secret"
-    assert secret.read_text().strip() == LEGACY_SECRET and not (server["runs"] / ".browser_secret").exists()
-    assert secret.stat().st_mode & 0o777 == 0o600 and server["state"].stat().st_mode & 0o777 == 0o700
-
     files = [p for folder in (server["runs"], server["state"]) for p in folder.rglob("*") if p.is_file()]
     run_dir = server["runs"] / trained["run_id"]
     assert {"config.json", "bundle-fp32.zip", "status.json"} <= {p.name for p in files}
@@ -122,6 +118,9 @@ def test_nothing_under_the_runs_or_state_folder_is_served_except_through_signed_
                 if r.status_code == 200:
                     served.append(f"{route}{path}")
         assert served == []
+        secret = server["state"] / "browser_secret"  # the old key, moved out of the runs folder, private
+        assert secret.read_text().strip() == LEGACY_SECRET and not (server["runs"] / ".browser_secret").exists()
+        assert secret.stat().st_mode & 0o777 == 0o600 and server["state"].stat().st_mode & 0o777 == 0o700
 
         # the owner's links (from /export) download the bundles, as attachments, not from Gradio's cache
         assert exported["summary"].startswith("**Ready to download**") and len(exported["links"]) == 2
