@@ -119,7 +119,8 @@ def _image_or_message(component):
 def _type_checked_by_reader(component):
     """A gr.File checks ``file_types`` before the handler runs and fails the whole event (every output turns to
     "Error", with a generic list of types). Pass the upload's path on instead: the readers say what the file is
-    and how to fix it (load_preview shows that as one message)."""
+    and how to fix it (load_preview shows that as one message). Spreadsheets get past the page's own type
+    check too, so that the app can say how to convert them."""
     from gradio.data_classes import ListFiles
     from gradio.utils import NamedString
 
@@ -130,6 +131,9 @@ def _type_checked_by_reader(component):
 
     if component.file_count == "single" and component.type == "filepath":
         _with_methods(component, preprocess=preprocess)
+        if component.file_types:
+            component.file_types = list(component.file_types) + [t for t in SPREADSHEETS
+                                                                 if t not in component.file_types]
     return component
 
 
@@ -139,10 +143,10 @@ SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods", ".numbers")
 def _upload_message(train_file, test_file, error: str) -> str:
     """The data report's text for an upload that cannot be used (``error``: the reader's message)."""
     sheets = [Path(f).name for f in (train_file, test_file) if f and Path(f).suffix.lower() in SPREADSHEETS]
-    hint = (f" {sheets[0]} is a spreadsheet workbook: save the sheet as CSV (File > Save as > CSV) and upload "
-            "that." if sheets else "")
-    return (f"**⚠ This file cannot be used:** {error.rstrip('.')}.{hint}\n\nNothing else changed: the preview "
-            "below still shows the last file that could be read.")
+    if sheets:
+        error = (f"{sheets[0]} is a spreadsheet workbook, not a table file: save the sheet as CSV (File > Save as "
+                 "> CSV UTF-8) and upload that")
+    return f"**⚠ This file cannot be used:** {error.rstrip('.')}. Nothing else on the page was changed."
 
 
 def quiet_console() -> None:
@@ -335,7 +339,10 @@ def count_trainable(train_file, test_file, text_col, label_col, model, method, *
 
     num_labels, task = 2, "text"
     if train_file:
-        data = _prepare(train_file, test_file, text_col, label_col)
+        try:
+            data = _prepare(train_file, test_file, text_col, label_col)
+        except PeftCoreError:
+            return gr.skip()  # a file that cannot be used: the data report says why, once
         num_labels, task = data.task.num_labels, ("image" if _is_zip(train_file) else "text")
     if model in REGISTRY and REGISTRY[model].modality != task:
         model = DEFAULT_MODELS[task]  # the task switch is moving the model picker to this one
