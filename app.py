@@ -14,7 +14,7 @@ import functools
 import json
 import logging
 import os
-import secrets
+import time
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -23,6 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 
+import app_files as files  # noqa: E402
 import app_form as form  # noqa: E402
 import app_layout as layout  # noqa: E402
 import app_views as views  # noqa: E402
@@ -55,16 +56,142 @@ def jobs() -> JobManager:
 
 
 def browser_secret() -> str:
-    """Key that encrypts the owner token in localStorage: ``PEFT_BROWSER_SECRET``, else one kept in
-    ``RUNS_ROOT/.browser_secret`` so tokens stay readable after a restart."""
+    """Key that encrypts the owner token in localStorage and signs download links: ``PEFT_BROWSER_SECRET``, else
+    one kept in the private state folder (``app_files.stored_secret``: outside RUNS_ROOT and every served
+    folder) so tokens stay readable after a restart."""
     if os.environ.get("PEFT_BROWSER_SECRET"):
         return os.environ["PEFT_BROWSER_SECRET"]
-    path = Path(RUNS_ROOT) / ".browser_secret"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return files.stored_secret(RUNS_ROOT)
+
+
+def _download_link(request, run_id: str, name: str) -> str:
+    """Absolute signed link to file ``name`` of run ``run_id`` (the caller has checked the owner)."""
+    base = files.root_url(request, getattr(demo.app, "root_path", None)) if request is not None and \
+        getattr(request, "request", None) is not None else demo.local_url.rstrip("/")
+    return base + files.signed_path(browser_secret(), run_id, name)
+
+
+def _with_methods(component, **methods):
+    """Give ``component`` the ``methods`` (e.g. postprocess) by making it an instance of a subclass marked as a
+    template of its class: the page shows the same widget, and the copies Gradio makes of a component on every
+    ``gr.update`` (``type(block)(**kwargs)``) keep the methods, which an instance attribute would not."""
+    from abc import ABCMeta
+
+    base = type(component)
+    attrs = {"is_template": True, "__module__": __name__, "__qualname__": base.__name__, **methods}
+    # ABCMeta.__new__ directly: ComponentMeta.__new__ would re-register the events the base class already has
+    # and write a .pyi stub next to this file
+    component.__class__ = ABCMeta.__new__(type(base), base.__name__, (base,), attrs)
+    return component
+
+
+def _links_only(component):
+    """Make a File / DownloadButton take signed download links (absolute URLs) as its value, shown as they are.
+    Gradio would fetch a URL value into its cache (a copy per export) and copy a path value there (only from
+    served folders); a FileData whose ``url`` is absolute goes to the browser unchanged."""
+    from gradio.data_classes import FileData, ListFiles
+
+    def link(url: str) -> FileData:
+        return FileData(path=url, url=url, orig_name=url.split("?")[0].rsplit("/", 1)[-1])
+
+    def postprocess(self, value):
+        if value is None:
+            return None
+        return ListFiles(root=[link(v) for v in value]) if isinstance(value, list) else link(value)
+
+    return _with_methods(component, postprocess=postprocess)
+
+
+def _image_or_message(component):
+    """gr.Image opens an upload with Pillow before the handler runs, so a file that is not an image fails there
+    with Gradio's generic "upstream app raised an exception". Say what is wrong instead."""
+    base = type(component)
+
+    def preprocess(self, payload):
+        try:
+            return base.preprocess(self, payload)
+        except (OSError, ValueError, SyntaxError) as e:  # PIL.UnidentifiedImageError is an OSError
+            name = getattr(payload, "orig_name", None) or Path(getattr(payload, "path", None) or "the file").name
+            raise gr.Error(f"{name} is not an image: upload PNG, JPEG, BMP, GIF, WebP or TIFF.",
+                           print_exception=False) from e
+
+    return _with_methods(component, preprocess=preprocess)
+
+
+def _type_checked_by_reader(component):
+    """A gr.File checks ``file_types`` before the handler runs and fails the whole event (every output turns to
+    "Error", with a generic list of types). Pass the upload's path on instead: the readers say what the file is
+    and how to fix it (load_preview shows that as one message). Spreadsheets get past the page's own type
+    check too, so that the app can say how to convert them."""
+    from gradio.data_classes import ListFiles
+    from gradio.utils import NamedString
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        return NamedString((payload[0] if isinstance(payload, ListFiles) else payload).path)
+
+    if component.file_count == "single" and component.type == "filepath":
+        _with_methods(component, preprocess=preprocess)
+        if component.file_types:
+            component.file_types = list(component.file_types) + [t for t in SPREADSHEETS
+                                                                 if t not in component.file_types]
+    return component
+
+
+SPREADSHEETS = (".xlsx", ".xlsm", ".xls", ".xlsb", ".ods", ".numbers")
+
+
+def _upload_message(train_file, test_file, error: str) -> str:
+    """The data report's text for an upload that cannot be used (``error``: the reader's message)."""
+    sheets = [Path(f).name for f in (train_file, test_file) if f and Path(f).suffix.lower() in SPREADSHEETS]
+    if sheets:
+        error = (f"{sheets[0]} is a spreadsheet workbook, not a table file: save the sheet as CSV (File > Save as "
+                 "> CSV UTF-8) and upload that")
+    return f"**⚠ This file cannot be used:** {error.rstrip('.')}. Nothing else on the page was changed."
+
+
+def quiet_console() -> None:
+    """Keep the server console for what an operator can act on (the URL, errors, run deletions). For this
+    process only (the core library is left alone): pandas' Pandas4Warning raised inside Gradio's queue,
+    transformers' and huggingface_hub's progress bars and info lines (weight loading), and the ONNX exporter's
+    INFO lines (``python app.py`` logs at INFO). Run by ``launch()``."""
+    import warnings
+
+    try:
+        from pandas.errors import Pandas4Warning
+    except ImportError:  # pandas < 3
+        Pandas4Warning = None  # noqa: N806
+    if Pandas4Warning is not None:  # e.g. "is_categorical_dtype is deprecated", from gr.LinePlot at every tick
+        warnings.filterwarnings("ignore", category=Pandas4Warning, module=r"gradio(\.|$)")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+    for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._dynamo", "httpx", "datasets"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _cached_copy(path) -> str:
+    """A copy of a run file (a plot) in Gradio's cache, which a gr.Image may show; the runs folder is never
+    served. The copy is removed by the cache clean-up (``cache_cleanup``)."""
+    from gradio.processing_utils import save_file_to_cache
+    from gradio.utils import get_upload_folder
+
+    return save_file_to_cache(path, cache_dir=get_upload_folder())
+
+
+def cache_cleanup() -> tuple[int, int]:
+    """Gradio's ``delete_cache`` (frequency_s, age_s): every ``PEFT_CACHE_CLEAN_EVERY_S`` seconds (default 1800),
+    the files Gradio stored for this app (uploads, plots, previews) older than ``PEFT_CACHE_MAX_AGE_S`` seconds
+    (default 21600 = 6 h) are deleted. A page left open longer than that asks for its file again."""
+    every = int(float(os.environ.get("PEFT_CACHE_CLEAN_EVERY_S") or 1800))
+    age = int(float(os.environ.get("PEFT_CACHE_MAX_AGE_S") or 21600))
+    return max(every, 1), max(age, 1)
 
 
 def user_errors(fn):
@@ -91,6 +218,9 @@ def _need_file(path) -> str:
     if not path:
         raise gr.Error("No training file yet: upload a CSV/TSV/JSON/JSONL/Parquet file (text) or a .zip of class "
                        "folders (images), or click one of the example buttons.", print_exception=False)
+    if not Path(path).is_file():
+        raise gr.Error(f"The uploaded file {Path(path).name} is no longer on the server (uploads are kept "
+                       f"{cache_cleanup()[1] / 3600:g} h): upload it again.", print_exception=False)
     return str(path)
 
 
@@ -132,10 +262,24 @@ def _thumbnail(path):
     return img
 
 
-@user_errors
 def load_preview(train_file, test_file, text_col=None, label_col=None):
     """File chosen -> preview table, column pickers (inferred unless chosen), data report, class balance,
-    image gallery (zip uploads), task. A cleared file clears the preview."""
+    image gallery (zip uploads), task. A cleared file clears the preview. A file that cannot be used leaves
+    every widget as it was and says why, once, in the data report (raising would mark every output "Error")."""
+    try:
+        return _load_preview(train_file, test_file, text_col, label_col)
+    except gr.Error as e:
+        message = e.message
+    except PeftCoreError as e:
+        message = str(e)
+    except Exception as e:
+        log.exception("unexpected error in load_preview")
+        message = f"unexpected error ({type(e).__name__}: {str(e)[:200]}); details are in the server log"
+    report = _upload_message(train_file, test_file, message)
+    return gr.skip(), gr.skip(), gr.skip(), report, gr.skip(), gr.skip(), gr.skip()
+
+
+def _load_preview(train_file, test_file, text_col=None, label_col=None):
     if not train_file:
         return (pd.DataFrame(columns=["(upload a file)"]), gr.update(choices=[], value=None),
                 gr.update(choices=[], value=None), "", None, gr.update(value=None, visible=False), gr.skip())
@@ -198,7 +342,10 @@ def count_trainable(train_file, test_file, text_col, label_col, model, method, *
 
     num_labels, task = 2, "text"
     if train_file:
-        data = _prepare(train_file, test_file, text_col, label_col)
+        try:
+            data = _prepare(train_file, test_file, text_col, label_col)
+        except PeftCoreError:
+            return gr.skip()  # a file that cannot be used: the data report says why, once
         num_labels, task = data.task.num_labels, ("image" if _is_zip(train_file) else "text")
     if model in REGISTRY and REGISTRY[model].modality != task:
         model = DEFAULT_MODELS[task]  # the task switch is moving the model picker to this one
@@ -286,8 +433,9 @@ def _results(info):
     ev = EvalReport(**json.loads(report_path.read_text())["evaluation"])
     run_dir = jobs().dir(info.id)
     miss = run_dir / "misclassified.png"
-    return (ev.metrics_table(), ev.per_class_table(), str(run_dir / "confusion_matrix.png"),
-            gr.update(value=str(miss), visible=True) if miss.is_file() else gr.update(value=None, visible=False),
+    return (ev.metrics_table(), ev.per_class_table(), _cached_copy(run_dir / "confusion_matrix.png"),
+            gr.update(value=_cached_copy(miss), visible=True) if miss.is_file() else gr.update(value=None,
+                                                                                               visible=False),
             True)
 
 
@@ -296,10 +444,11 @@ POLL_OUTPUTS = ["status", "loss_plot", "val_plot", "log", "metrics", "per_class"
                 "use_col", "use_note", "runs_col", "quota_md"]  # what poll returns after ``view``, in this order
 
 
-def poll(owner, run_id, view):
+def poll(owner, run_id, view, request: gr.Request = None):
     """Timer tick: refresh what changed for the selected run (status, curves, log, results) and the run lists.
-    ``view`` (per tab) remembers what is on screen so unchanged outputs are skipped. Returns ``view`` and the
-    outputs named in POLL_OUTPUTS (gr.skip() for unchanged ones)."""
+    ``view`` (per tab) remembers what is on screen so unchanged outputs are skipped; the config download link
+    is renewed before it expires. Returns ``view`` and the outputs named in POLL_OUTPUTS (gr.skip() for unchanged
+    ones)."""
     view, out = dict(view or {}), {}
     runs = _mine(owner)
     sig = [(j.id, j.state, j.name) for j in runs]
@@ -324,6 +473,11 @@ def poll(owner, run_id, view):
     if shown != view.get("shown"):
         view["shown"] = shown
         out |= form.shown(jobs(), info, *_results(info))
+    link = (info.id, int(time.time() // (files.link_ttl_s() / 2))) if info else None
+    if link != view.get("link"):
+        view["link"] = link
+        out["config_dl"] = gr.update(value=_download_link(request, info.id, "config.json") if info else None,
+                                     interactive=info is not None)
     return (view, *[out.get(k, gr.skip()) for k in POLL_OUTPUTS])
 
 
@@ -390,15 +544,22 @@ def try_image(owner, run_id, image):
 
 
 @user_errors
-def export_bundle(owner, run_id, progress=gr.Progress()):
-    """Export the selected run to ONNX, check parity, build the bundle -> summary, parity table, download
-    (offered only if parity passed)."""
-    progress(0.1, desc="exporting to ONNX and checking parity")
-    res = jobs().export(owner, _selected(run_id))
+def export_bundle(owner, run_id, request: gr.Request = None, progress=gr.Progress()):
+    """Export the selected run to ONNX, check parity, build the bundle -> summary, parity table, download links
+    (offered only if parity passed; signed, valid ``PEFT_DOWNLOAD_LINK_TTL_S`` seconds, served without a copy
+    in Gradio's cache). The progress bar follows the export's phases."""
+
+    def phase(event):
+        if event.kind == "phase" and event.total_steps:
+            progress(event.step / event.total_steps, desc=event.message)
+
+    progress(0, desc="exporting")
+    res = jobs().export(owner, _selected(run_id), callbacks=[phase])
     ok = res.bundle is not None
     text = (f"**Ready to download** (run `{views.short(run_id)}`). " if ok else "**Export blocked.** ") + res.message
-    files = [str(res.bundle)] + [str(p) for p in res.bundles.values() if p != res.bundle] if ok else None
-    return text, gr.update(value=views.parity_table(res.parity.to_table()), visible=True), gr.update(value=files,
+    names = [Path(res.bundle).name] + [Path(p).name for p in res.bundles.values() if p != res.bundle] if ok else []
+    links = [_download_link(request, run_id, n) for n in names] or None
+    return text, gr.update(value=views.parity_table(res.parity.to_table()), visible=True), gr.update(value=links,
                                                                                                  visible=ok)
 
 
@@ -452,6 +613,8 @@ def build_demo() -> gr.Blocks:
         d, t, u = layout.data_and_model(defaults, MODEL_CHOICES, DEFAULT_MODEL, METHOD_CHOICES), layout.train(), layout.use()
         h = layout.history()
         timer = gr.Timer(1.0)
+        _links_only(u["bundle"]), _links_only(h["config_dl"]), _image_or_message(u["image_in"])
+        _type_checked_by_reader(d["train_file"]), _type_checked_by_reader(d["test_file"])
 
         data_inputs = [d["train_file"], d["test_file"]]
         data_outputs = [d["preview"], d["text_col"], d["label_col"], d["data_report"], d["classes"],
@@ -515,12 +678,22 @@ demo = build_demo()
 
 def launch(**kwargs):
     """Launch ``demo`` (queue: light calls such as preview, predict and status never wait behind training,
-    which runs on the job manager's worker threads) with the folders it serves files from allowed."""
+    which runs on the job manager's worker threads). Gradio serves only the examples folder and its cache;
+    RUNS_ROOT and the state folder are blocked even if ``allowed_paths`` names them (see ``app_files``); run
+    files go out through the signed download route. The cache is cleaned on ``cache_cleanup()``'s schedule."""
+    quiet_console()
     Path(RUNS_ROOT).mkdir(parents=True, exist_ok=True)
     jobs()
+    private = [str(Path(RUNS_ROOT).resolve()), str(files.state_dir(RUNS_ROOT))]
     kwargs.setdefault("max_file_size", Limits.from_env().max_upload_bytes)  # refused before it is stored
-    kwargs.setdefault("allowed_paths", [str(RUNS_ROOT), str(EXAMPLE.parent)])
+    kwargs.setdefault("allowed_paths", [str(EXAMPLE.parent)])
+    kwargs["blocked_paths"] = list(kwargs.get("blocked_paths") or []) + private
+    app_kwargs = dict(kwargs.get("app_kwargs") or {})
+    app_kwargs["routes"] = list(app_kwargs.get("routes") or []) + [
+        files.download_route(browser_secret, lambda: Path(RUNS_ROOT))]
+    kwargs["app_kwargs"] = app_kwargs
     kwargs.setdefault("theme", gr.themes.Soft())
+    demo.delete_cache = cache_cleanup()
     return demo.queue(default_concurrency_limit=4).launch(**kwargs)
 
 

@@ -137,12 +137,10 @@ def run_lists(manager, owner: str, runs: list[JobInfo]) -> dict:
 def shown(manager, info: JobInfo | None, metrics, per_class, cm, miss, ready: bool) -> dict:
     """``app.poll`` outputs that follow the selected run's state: its results (``app._results``: tables, confusion
     matrix, misclassified images, whether there are results), step 4, Cancel / Delete (active only when
-    the action is possible), the config download."""
+    the action is possible); ``app.poll`` renews the config download link itself."""
     has_model = bool(info and info.has_model)
     return {"metrics": metrics, "per_class": per_class, "cm_img": cm, "miss_img": miss,
             "results_col": gr.update(visible=ready), "use_col": gr.update(visible=has_model),
             "use_note": gr.update(visible=not has_model),
             "cancel_btn": gr.update(interactive=bool(info and info.state in ("queued", "running"))),
-            "delete_btn": gr.update(interactive=bool(info and info.state in ("finished", "failed", "cancelled"))),
-            "config_dl": gr.update(value=str(manager.dir(info.id) / "config.json") if info else None,
-                                   interactive=info is not None)}
+            "delete_btn": gr.update(interactive=bool(info and info.state in ("finished", "failed", "cancelled")))}

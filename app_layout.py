@@ -150,7 +150,8 @@ def use():
         with gr.Row():
             with gr.Column(scale=3):
                 w["text_in"] = gr.Textbox(label="Text", placeholder="Type a message to classify", lines=2)
-                w["image_in"] = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], height=220,
+                w["image_in"] = gr.Image(label="Image", type="filepath", image_mode=None,  # the file as uploaded:
+                                         sources=["upload", "clipboard"], height=220,  # alpha kept, as in training
                                          visible=False, elem_id="image-in")
             w["label_out"] = gr.Label(label="Predicted label probabilities (top 5)", num_top_classes=5, scale=2)
         with gr.Row():

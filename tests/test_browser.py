@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from conftest import free_port, sms_subset
+from test_app import accept_export_callbacks
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -24,12 +25,14 @@ ARTIFACTS = Path(os.environ.get("PEFT_TEST_ARTIFACTS", Path(__file__).parent / "
 def url(tmp_path_factory):
     import app
 
+    mp = pytest.MonkeyPatch()
+    accept_export_callbacks(mp)
     app.RUNS_ROOT = tmp_path_factory.mktemp("browser_runs")
-    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
-               allowed_paths=[str(app.RUNS_ROOT)])
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
     yield app.demo.local_url
     app.demo.close()
     app.jobs().shutdown()
+    mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -324,3 +327,24 @@ def test_named_runs_reload_refills_the_form_results_render_and_compare_overlays(
         assert table.evaluate("el => el.scrollHeight <= el.clientHeight + 1")  # no rows behind a scroll
     shot(page, "16_compare")
     ctx.close()
+
+
+def test_an_unusable_upload_shows_one_message_and_no_error_badges(browser, url, sms_csv, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    open_and_load(page, url, sms_csv)
+    book = tmp_path / "results.xlsx"
+    with zipfile.ZipFile(book, "w") as z:  # what an .xlsx is: a zip of XML parts
+        z.writestr("[Content_Types].xml", "<Types/>")
+        z.writestr("xl/workbook.xml", "<workbook/>")
+    csv_named_json = tmp_path / "table.json"
+    csv_named_json.write_text(sms_csv.read_text())
+    for bad, says in ((book, "save the sheet as CSV"), (csv_named_json, "table.json is not valid JSON")):
+        page.locator("#train-file button[aria-label='Clear']").first.click()
+        expect(page.locator("#train-file input[type=file]")).to_have_count(1)
+        page.locator("#train-file input[type=file]").set_input_files(str(bad))
+        expect(page.locator("#data-report")).to_contain_text(says, timeout=30_000)
+        shot(page, f"11_unusable_upload_{bad.suffix[1:]}")
+        expect(page.get_by_text(says)).to_have_count(1)  # one message, in the data report
+        expect(page.get_by_text("Error", exact=True)).to_have_count(0)  # no red badge on any widget, no toast
+        expect(page.locator("#task input[value=text]")).to_be_checked()  # the task stays
+    page.close()
