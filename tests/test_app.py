@@ -25,11 +25,12 @@ def accept_export_callbacks(mp: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     import app
+    import app_state
     from conftest import free_port
 
     mp = pytest.MonkeyPatch()
     accept_export_callbacks(mp)
-    app.RUNS_ROOT = tmp_path_factory.mktemp("runs")
+    app_state.RUNS_ROOT = tmp_path_factory.mktemp("runs")
     app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
     yield Client(app.demo.local_url, verbose=False, download_files=False)  # /export answers with signed links
     app.demo.close()
@@ -173,6 +174,7 @@ def test_export_progress_follows_the_phase_events(monkeypatch):
     from types import SimpleNamespace
 
     import app
+    import app_state
     import pandas as pd
     from peft_core.callbacks import ProgressEvent
 
@@ -187,7 +189,7 @@ def test_export_progress_follows_the_phase_events(monkeypatch):
             return SimpleNamespace(bundle=None, bundles={}, message="No bundle: parity failed.",
                                    parity=SimpleNamespace(to_table=pd.DataFrame))
 
-    monkeypatch.setattr(app, "jobs", Jobs)
+    monkeypatch.setattr(app_state, "jobs", Jobs)
     seen = []
     text, *_ = app.export_bundle("o" * 32, "r" * 32, None, progress=lambda f, desc=None: seen.append((f, desc)))
     assert text.startswith("**Export blocked.**")

@@ -24,10 +24,11 @@ ARTIFACTS = Path(os.environ.get("PEFT_TEST_ARTIFACTS", Path(__file__).parent / "
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
     import app
+    import app_state
 
     mp = pytest.MonkeyPatch()
     accept_export_callbacks(mp)
-    app.RUNS_ROOT = tmp_path_factory.mktemp("browser_runs")
+    app_state.RUNS_ROOT = tmp_path_factory.mktemp("browser_runs")
     app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
     yield app.demo.local_url
     app.demo.close()

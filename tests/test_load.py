@@ -53,13 +53,14 @@ def server(tmp_path_factory):
     """The app on a free port, runs under a fresh folder, 2 runs training at once (read by the job manager
     that ``app.launch`` creates for the new RUNS_ROOT)."""
     import app
+    import app_state
 
     mp = pytest.MonkeyPatch()
     mp.setenv("PEFT_MAX_CONCURRENT_RUNS", str(CONCURRENT_RUNS))
-    app.RUNS_ROOT = tmp_path_factory.mktemp("load_runs")
+    app_state.RUNS_ROOT = tmp_path_factory.mktemp("load_runs")
     app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
-               allowed_paths=[str(app.RUNS_ROOT)])
-    assert app.jobs().max_concurrent == CONCURRENT_RUNS and app.jobs().root == app.RUNS_ROOT
+               allowed_paths=[str(app_state.RUNS_ROOT)])
+    assert app.jobs().max_concurrent == CONCURRENT_RUNS and app.jobs().root == app_state.RUNS_ROOT
     yield app.demo.local_url
     app.demo.close()
     app.jobs().shutdown()

@@ -220,13 +220,14 @@ def poll_outputs(app, owner, run_id, view):
 
 def test_poll_shows_results_once_the_report_appears_and_buttons_follow_the_state(tmp_path, sms_small, monkeypatch):
     import app
+    import app_state
     from peft_core.evaluation import evaluate
     from peft_core.jobs import JobManager, new_owner_token
     from peft_core.pipeline import RunConfig
     from peft_core.training import TrainConfig
 
-    monkeypatch.setattr(app, "RUNS_ROOT", tmp_path)
-    monkeypatch.setattr(app, "_MANAGER", JobManager(tmp_path, runner=fake_runner))
+    monkeypatch.setattr(app_state, "RUNS_ROOT", tmp_path)
+    monkeypatch.setattr(app_state, "_MANAGER", JobManager(tmp_path, runner=fake_runner))
     owner = new_owner_token()
     cfg = RunConfig(train_file=str(sms_small), text_column="text", label_column="label", method="lora",
                     train=TrainConfig(epochs=3, probe_epochs=7))
