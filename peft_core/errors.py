@@ -28,3 +28,8 @@ class ExportError(PeftCoreError):
 
 class Cancelled(PeftCoreError):
     """Training was stopped by the user through the stop flag."""
+
+
+class NonFiniteError(PeftCoreError, ArithmeticError):
+    """A number that must be finite became NaN or infinite: the training or validation loss (training diverged;
+    no model is kept), or the logits of a model about to be exported."""

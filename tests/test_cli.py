@@ -30,3 +30,11 @@ def test_cli_bad_column_is_one_clear_line(sms_small, tmp_path):
     assert p.stderr.strip().splitlines() == [
         "error: label column 'nope' is not in the file; columns are ['label', 'text']"]
     assert "Traceback" not in p.stderr
+
+
+def test_cli_refuses_a_nan_lora_alpha_before_training(sms_small, tmp_path):
+    p = _cli("train", "--data", str(sms_small), "--method", "lora", "--lora-alpha", "nan", "--out",
+             str(tmp_path / "r"), timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == ["error: LoRA alpha must be a finite number > 0, got nan"]
+    assert not (tmp_path / "r").exists()
