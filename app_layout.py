@@ -49,28 +49,32 @@ def data_and_model(defaults, model_choices, default_model, method_choices):
                                  info="A bundled model, or type a local folder / Hugging Face Hub ID")
         w["method"] = gr.Radio(label="What to train", choices=method_choices, value="head", elem_id="method",
                                info="Linear probe: fastest; last N layers / LoRA: adapt the encoder too")
+    # Whole-number fields (N, r, epochs, batch size, max_length, patience, seed) leave ``precision`` unset on
+    # purpose: precision=0 makes Gradio run int(round(x)) before the handler, which fails on NaN / infinity with
+    # no message to the API caller and silently rounds 2.5; TrainConfig and the method configs check the values
+    # and name the field instead.
     with gr.Row():
-        w["num_layers"] = gr.Number(label="N (top encoder layers to train)", value=2, precision=0, visible=False)
+        w["num_layers"] = gr.Number(label="N (top encoder layers to train)", value=2, visible=False)
         with gr.Row(visible=False) as w["lora_row"]:
-            w["lora_r"] = gr.Number(label="LoRA rank r", value=8, precision=0)
+            w["lora_r"] = gr.Number(label="LoRA rank r", value=8)
             w["lora_alpha"] = gr.Number(label="LoRA alpha", value=16)
             w["lora_dropout"] = gr.Number(label="LoRA dropout", value=0.1)
             w["lora_targets"] = gr.Textbox(label="Target modules", placeholder="default: query, value")
     with gr.Accordion("Hyper-parameters (defaults suit the chosen method)", open=False, elem_id="hp"):
         with gr.Row():
-            w["hp"] = [gr.Number(label="Epochs (max)", value=defaults.epochs, precision=0, elem_id="hp-epochs"),
-                       gr.Number(label="Batch size", value=defaults.batch_size, precision=0),
+            w["hp"] = [gr.Number(label="Epochs (max)", value=defaults.epochs, elem_id="hp-epochs"),
+                       gr.Number(label="Batch size", value=defaults.batch_size),
                        gr.Number(label="Encoder learning rate", value=defaults.learning_rate),
                        gr.Number(label="Head learning rate", value=defaults.head_learning_rate),
                        gr.Number(label="Weight decay", value=defaults.weight_decay)]
         with gr.Row():
             w["hp"] += [gr.Number(label="Warmup ratio", value=defaults.warmup_ratio),
-                        gr.Number(label="max_length (tokens)", value=defaults.max_length, precision=0,
+                        gr.Number(label="max_length (tokens)", value=defaults.max_length,
                                   elem_id="hp-max-length"),
                         gr.Number(label="Head dropout", value=defaults.dropout),
                         gr.Number(label="Early-stopping patience (epochs, 0 = off)",
-                                  value=defaults.early_stopping_patience, precision=0, elem_id="hp-patience"),
-                        gr.Number(label="Seed", value=defaults.seed, precision=0)]
+                                  value=defaults.early_stopping_patience, elem_id="hp-patience"),
+                        gr.Number(label="Seed", value=defaults.seed)]
     w["trainable_md"] = gr.Markdown()
     return w
 
