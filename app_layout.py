@@ -51,8 +51,12 @@ def data_and_model(defaults, model_choices, default_model, method_choices):
                                  info="A bundled model, or type a local folder / Hugging Face Hub ID")
         w["method"] = gr.Radio(label="What to train", choices=method_choices, value="head", elem_id="method",
                                info="Linear probe: fastest; last N layers / LoRA: adapt the encoder too")
+    # Whole-number fields (N, r, epochs, batch size, max_length, patience, seed, warm-start epochs) leave
+    # ``precision`` unset on purpose: precision=0 makes Gradio run int(round(x)) before the handler, which fails on
+    # NaN / infinity with no message to the API caller and silently rounds 2.5; TrainConfig and the method configs
+    # check the values and name the field instead.
     with gr.Row(visible=False, equal_height=True) as w["lora_row"]:
-        w["lora_r"] = gr.Number(label="LoRA rank r", value=8, precision=0, elem_id="lora-r",
+        w["lora_r"] = gr.Number(label="LoRA rank r", value=8, elem_id="lora-r",
                                 info="Adapter size: 4-16 is typical; larger trains more parameters")
         w["lora_alpha"] = gr.Number(label="LoRA alpha", value=16, elem_id="lora-alpha",
                                     info="Scale: the adapters' update is multiplied by alpha / r")
@@ -61,20 +65,20 @@ def data_and_model(defaults, model_choices, default_model, method_choices):
         w["lora_targets"] = gr.Textbox(label="Target modules", placeholder="default: query, value",
                                        info="Layer names to adapt, comma-separated; empty: the model's default")
     with gr.Row(equal_height=True, elem_id="method-opts"):
-        w["num_layers"] = gr.Number(label="N (top encoder layers to train)", value=2, precision=0, visible=False,
+        w["num_layers"] = gr.Number(label="N (top encoder layers to train)", value=2, visible=False,
                                     elem_id="num-layers", info="1 = only the last layer; more adapts more, slower")
         lr = gr.Number(label=views.LR_LABELS["head"], value=defaults.learning_rate, visible=False, elem_id="hp-lr",
                        info=views.LR_INFO)
-        w["probe_epochs"] = gr.Number(label="Warm-start epochs (head first)", value=None, precision=0,
+        w["probe_epochs"] = gr.Number(label="Warm-start epochs (head first)", value=None,
                                       visible=False, elem_id="probe-epochs", info=views.PROBE_INFO)
     with gr.Accordion("Hyper-parameters (defaults suit the chosen method)", open=False, elem_id="hp"):
         with gr.Row(equal_height=True):
-            epochs = gr.Number(label="Epochs (max)", value=defaults.epochs, precision=0, elem_id="hp-epochs",
+            epochs = gr.Number(label="Epochs (max)", value=defaults.epochs, elem_id="hp-epochs",
                                info="Upper limit: early stopping may end training sooner")
-            batch = gr.Number(label="Batch size", value=defaults.batch_size, precision=0,
+            batch = gr.Number(label="Batch size", value=defaults.batch_size,
                               info="Examples per optimizer step")
             patience = gr.Number(label="Early-stopping patience", value=defaults.early_stopping_patience,
-                                 precision=0, elem_id="hp-patience",
+                                 elem_id="hp-patience",
                                  info="Epochs without a better validation macro-F1; 0 = off")
         with gr.Row(equal_height=True):
             head_lr = gr.Number(label="Head learning rate", value=defaults.head_learning_rate,
@@ -84,11 +88,11 @@ def data_and_model(defaults, model_choices, default_model, method_choices):
             warmup = gr.Number(label="Warmup ratio", value=defaults.warmup_ratio,
                                info="Share of steps with a rising learning rate (0.1 = 10 %)")
         with gr.Row(equal_height=True):
-            max_len = gr.Number(label="max_length (tokens)", value=defaults.max_length, precision=0,
+            max_len = gr.Number(label="max_length (tokens)", value=defaults.max_length,
                                 elem_id="hp-max-length", info="Longer texts are cut; shorter is faster (text only)")
             dropout = gr.Number(label="Head dropout", value=defaults.dropout,
                                 info="Dropout before the head while training (0-0.5)")
-            seed = gr.Number(label="Seed", value=defaults.seed, precision=0,
+            seed = gr.Number(label="Seed", value=defaults.seed,
                              info="Same seed, data and settings: same split and same result")
     w["hp"] = [epochs, batch, lr, head_lr, decay, warmup, max_len, dropout, patience, seed]  # app.HP_FIELDS order
     w["trainable_md"] = gr.Markdown()

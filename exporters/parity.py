@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,7 @@ class ParityCheck:
     max_abs_diff: float
     argmax_agreement: float
     passed: bool
+    non_finite: str = ""  # which side gave NaN / inf logits, on how many rows ("" when all were finite)
 
 
 @dataclass
@@ -47,7 +48,8 @@ class ParityReport:
 
     @property
     def max_abs_diff(self) -> float:
-        return max((c.max_abs_diff for c in self.checks), default=float("nan"))
+        # np.max propagates NaN (Python's max keeps whichever comes first when one side is NaN)
+        return float(np.max([c.max_abs_diff for c in self.checks])) if self.checks else float("nan")
 
     @property
     def argmax_agreement(self) -> float:
@@ -84,9 +86,11 @@ def ort_session(onnx_path: str | Path, threads: int | None = None):
 
 
 def _compare(model, sess, tokenizer, texts: Sequence[str], max_length: int, batch_size: int, atol: float,
-             name: str) -> ParityCheck:
+             name: str, progress=None) -> ParityCheck:
+    """One check; ``progress(rows done in this check)`` after every batch. Non-finite logits on either side
+    fail the check (a NaN difference is never within ``atol``)."""
     names = [i.name for i in sess.get_inputs()]
-    worst, agree, longest = 0.0, 0, 0
+    worst, agree, longest, bad = 0.0, 0, 0, {"PyTorch": 0, "ONNX Runtime": 0}
     for i in range(0, len(texts), batch_size):
         inputs = batch_inputs(tokenizer, texts[i:i + batch_size], max_length)
         longest = max(longest, inputs["input_ids"].shape[1] if "input_ids" in inputs else 0)
@@ -95,20 +99,28 @@ def _compare(model, sess, tokenizer, texts: Sequence[str], max_length: int, batc
         got = sess.run(["logits"], {n: inputs[n].numpy() for n in names})[0]
         if got.shape != ref.shape:
             raise ValueError(f"output shape {got.shape} != PyTorch {ref.shape}")
-        worst = max(worst, float(np.abs(got - ref).max()))
+        for side, logits in (("PyTorch", ref), ("ONNX Runtime", got)):
+            bad[side] += int((~np.isfinite(logits)).any(-1).sum())
+        worst = float(np.max([worst, np.abs(got - ref).max()]))  # NaN stays NaN
         agree += int((got.argmax(-1) == ref.argmax(-1)).sum())
+        if progress is not None:
+            progress(len(texts[:i + batch_size]))
     n = len(texts)
-    return ParityCheck(name, batch_size, n, longest, worst, agree / n, worst <= atol and agree == n)
+    non_finite = "; ".join(f"{side} logits are NaN or infinite on {k} of {n} rows" for side, k in bad.items() if k)
+    return ParityCheck(name, batch_size, n, longest, worst, agree / n,
+                       bool(worst <= atol) and agree == n and not non_finite, non_finite)
 
 
 def check_parity(model, tokenizer, onnx_path: str | Path, texts: Sequence[str], max_length: int,
                  batch_sizes: Sequence[int] = (1, 2, 17), rows_per_check: int = 68,
-                 atol: float = DEFAULT_ATOL) -> ParityReport:
+                 atol: float = DEFAULT_ATOL, progress: Callable[[int, int], None] | None = None) -> ParityReport:
     """Compare ``model`` (PyTorch, eval) and the ONNX file on ``texts`` (held-out rows, in their own order so
-    batches mix lengths and need padding).
+    batches mix lengths and need padding). ``progress(done, total)``: rows compared so far over all checks, at
+    the start (0), after every batch and at the end (total).
 
     Returns:
-        ParityReport; failures name the check and what differed. Never raises for a mismatch.
+        ParityReport; failures name the check and what differed, and any NaN / infinite logits on either side
+        (such a model never passes). Never raises for a mismatch.
     """
     model = model.cpu().eval()
     report = ParityReport(onnx_path=str(onnx_path), atol=atol)
@@ -126,14 +138,24 @@ def check_parity(model, tokenizer, onnx_path: str | Path, texts: Sequence[str], 
     plans = [(f"batch {b}", texts[:max(rows_per_check, b)], b) for b in batch_sizes]
     if not is_image_processor(tokenizer):
         plans.append(("over max_length", long_texts, len(long_texts)))
+    total, before = sum(len(rows) for _, rows, _ in plans), 0
+    tell = progress or (lambda done, total: None)
+    tell(0, total)
     for name, rows, b in plans:
         try:
-            check = _compare(model, sess, tokenizer, rows, max_length, b, atol, name)
+            check = _compare(model, sess, tokenizer, rows, max_length, b, atol, name,
+                             lambda done, base=before: tell(base + done, total))
         except Exception as e:  # a runtime failure on one check is recorded, the others still run
             report.failures.append(f"{name}: {type(e).__name__}: {e}")
             continue
+        finally:
+            before += len(rows)
         report.checks.append(check)
-        if not check.passed:
+        if check.non_finite:
+            report.failures.append(f"{name}: {check.non_finite}; a model whose outputs are not finite numbers "
+                                   "cannot be shipped")
+        elif not check.passed:
             report.failures.append(f"{name}: max |Δlogit| {check.max_abs_diff:.2e} > {atol:.0e} or argmax "
                                    f"agreement {100 * check.argmax_agreement:.1f}% < 100%")
+    tell(total, total)
     return report

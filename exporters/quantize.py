@@ -7,10 +7,11 @@ default only if it loses at most ``max_accuracy_drop`` (default 1 point).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -39,18 +40,28 @@ class QuantReport:
         return self.fp32_accuracy - self.int8_accuracy
 
     @property
+    def finite(self) -> bool:
+        """Whether every fp32 and int8 logit was a finite number (``max_abs_diff`` is NaN / inf otherwise)."""
+        return math.isfinite(self.max_abs_diff)
+
+    @property
     def acceptable(self) -> bool:
-        return self.accuracy_drop <= self.max_accuracy_drop + 1e-12
+        return self.finite and self.accuracy_drop <= self.max_accuracy_drop + 1e-12
 
     def to_dict(self) -> dict:
         return dict(asdict(self), accuracy_drop=self.accuracy_drop, acceptable=self.acceptable)
 
     def summary(self) -> str:
+        """One sentence: accuracies, label agreement, verdict. Sizes are left to the caller, which states the
+        download (zip) sizes."""
+        if not self.finite:
+            return (f"int8: FLAGGED and not offered: its logits or fp32's are NaN or infinite on some of the "
+                    f"{self.rows} held-out rows.")
         verdict = "offered as the default download" if self.acceptable else \
             f"FLAGGED: loses more than {100 * self.max_accuracy_drop:.1f} points, fp32 stays the default"
-        return (f"int8: {self.int8_bytes / 1e6:.1f} MB (fp32 {self.fp32_bytes / 1e6:.1f} MB); held-out accuracy "
-                f"{self.int8_accuracy:.4f} vs fp32 {self.fp32_accuracy:.4f} ({100 * -self.accuracy_drop:+.2f} pt), "
-                f"same label as fp32 on {100 * self.label_agreement:.2f}% of {self.rows} rows; {verdict}.")
+        return (f"int8: held-out accuracy {self.int8_accuracy:.4f} vs fp32 {self.fp32_accuracy:.4f} "
+                f"({100 * -self.accuracy_drop:+.2f} pt), same label as fp32 on {100 * self.label_agreement:.2f}% "
+                f"of {self.rows} rows; {verdict}.")
 
 
 def quantizable_share(onnx_path: str | Path) -> float:
@@ -83,13 +94,12 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path) -> Path:
     return Path(out_path)
 
 
-def _logits(sess, feeds: list[dict]) -> np.ndarray:
-    return np.concatenate([sess.run(["logits"], f)[0] for f in feeds])
-
-
 def check_int8(fp32_path: str | Path, int8_path: str | Path, tokenizer, texts: Sequence[str],
-               labels: Sequence[int], max_length: int, max_accuracy_drop: float = DEFAULT_MAX_DROP) -> QuantReport:
-    """Score fp32 and int8 ONNX models on the same held-out rows (length-sorted batches of 64)."""
+               labels: Sequence[int], max_length: int, max_accuracy_drop: float = DEFAULT_MAX_DROP,
+               progress: Callable[[int, int], None] | None = None) -> QuantReport:
+    """Score fp32 and int8 ONNX models on the same held-out rows (length-sorted batches of 64).
+    ``progress(done, total)``: rows scored by both models, at the start (0) and after every batch.
+    NaN / infinite logits make ``max_abs_diff`` non-finite and the report not ``acceptable``."""
     from peft_core.inference import batch_inputs, sorted_batches, token_lengths
 
     t0 = time.perf_counter()
@@ -100,7 +110,15 @@ def check_int8(fp32_path: str | Path, int8_path: str | Path, tokenizer, texts: S
     feeds = [{k: v.numpy() for k, v in batch_inputs(tokenizer, [texts[i] for i in order[j:j + 64]],
                                                      max_length).items() if k in names}
              for j in range(0, len(order), 64)]
-    a, b = _logits(fp32, feeds), _logits(int8, feeds)
+    tell = progress or (lambda done, total: None)
+    a, b, done = [], [], 0
+    tell(0, len(texts))
+    for f in feeds:
+        a.append(fp32.run(["logits"], f)[0])
+        b.append(int8.run(["logits"], f)[0])
+        done += len(a[-1])
+        tell(done, len(texts))
+    a, b = np.concatenate(a), np.concatenate(b)
     ys = y[order]
     return QuantReport(path=str(int8_path), fp32_bytes=Path(fp32_path).stat().st_size,
                        int8_bytes=Path(int8_path).stat().st_size, rows=len(texts),

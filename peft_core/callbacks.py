@@ -133,6 +133,14 @@ class Phase:
         if self._sent != (self.done, self.total):
             self._send()
 
+    def __call__(self, done: int, total: int | None = None) -> None:
+        """Report ``done`` units of ``total`` (which replaces the planned total when given) and send an event: a
+        ``progress(done, total)`` callable for code that counts its own units (parity checks, int8 scoring)."""
+        if total is not None:
+            self.total = int(total)
+        self.done = min(self.total, int(done))
+        self._send()
+
     def check(self) -> None:
         """Raise :class:`StopRequested` when the stop flag is set."""
         if self.control is not None and self.control.should_stop:

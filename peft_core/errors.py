@@ -43,3 +43,8 @@ class RunCancelled(Cancelled):
                  phase: str = "") -> None:
         super().__init__(message)
         self.phase = phase
+
+
+class NonFiniteError(PeftCoreError, ArithmeticError):
+    """A number that must be finite became NaN or infinite: the training or validation loss (training diverged;
+    no model is kept), or the logits of a model about to be exported."""

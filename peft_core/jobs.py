@@ -597,16 +597,17 @@ class JobManager:
                 self._remember(run_id, run)
         return run
 
-    def export(self, token: str, run_id: str):
-        """Export the run to ONNX, check parity, build the bundle (see ``pipeline.export_run``); the bundle
-        path is recorded on the run. Raises JobError (see :meth:`run`) or ExportError."""
+    def export(self, token: str, run_id: str, callbacks=()):
+        """Export the run to ONNX, check parity, build the bundle (see ``pipeline.export_run``; ``callbacks``
+        get its "phase" events); the bundle path is recorded on the run. Raises JobError (see :meth:`run`),
+        ExportError or NonFiniteError."""
         from .pipeline import export_run
 
         self.get(token, run_id)
         with self._lock:
             self._busy[run_id] = self._busy.get(run_id, 0) + 1  # a cleanup leaves it alone meanwhile
         try:
-            res = export_run(self.run(token, run_id))
+            res = export_run(self.run(token, run_id), callbacks=callbacks)
             if res.bundle is not None:
                 with self._lock:
                     self._jobs[run_id].bundle = str(res.bundle)

@@ -169,6 +169,42 @@ def check_model_folder(folder: Path) -> None:
                              + ": pick a bundled model or a Hugging Face Hub ID")
 
 
+HUB_ID_RULES = ("a Hugging Face Hub ID is 'name' or 'namespace/name', at most 96 characters of letters, digits, "
+                "'-', '_' and '.' (e.g. sentence-transformers/all-MiniLM-L6-v2)")
+
+
+def _shown(name: str) -> str:
+    """``name`` quoted, cut to 60 characters with its length said when longer (a user's 300-character paste
+    should not fill the message)."""
+    return repr(name) if len(name) <= 60 else f"{name[:60]!r}... ({len(name)} characters)"
+
+
+def _local_folder(src: str) -> Path | None:
+    """``src`` as an existing local folder, else None.
+
+    Raises:
+        ModelLoadError: ``src`` is a name no file system accepts (e.g. longer than 255 bytes per part).
+    """
+    try:
+        path = Path(src).expanduser()
+        return path if path.is_dir() else None
+    except (OSError, ValueError) as e:  # ENAMETOOLONG and the like (is_dir itself ignores "not found" errors)
+        raise ModelLoadError(f"model {_shown(src)} is not a folder on this machine "
+                             f"({getattr(e, 'strerror', None) or e}) nor a Hub ID: {HUB_ID_RULES}") from None
+
+
+def check_hub_id(name: str) -> None:
+    """Raise ModelLoadError unless ``name`` is a well-formed Hub model ID (``huggingface_hub``'s
+    ``validate_repo_id``: 1-96 characters, [A-Za-z0-9-_.], at most one '/')."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise ModelLoadError(f"model {_shown(name)} is neither a folder on this machine nor a valid Hub ID: "
+                             f"{HUB_ID_RULES}") from None
+
+
 def load_backbone(spec: ModelSpec):
     """Load the encoder and its input processor for ``spec``.
 
@@ -177,7 +213,8 @@ def load_backbone(spec: ModelSpec):
         tokenizer for text models, an ``images.ImagePreprocessor`` for image models.
     Raises:
         ModelLoadError: folder missing or not a transformers model, or outside the allowed folder when hosted
-            (:func:`check_model_folder`); Hub ID unreachable (offline) or unknown.
+            (:func:`check_model_folder`); a name that is neither a folder nor a well-formed Hub ID (too long,
+            bad characters); Hub ID unreachable (offline) or unknown.
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -186,9 +223,11 @@ def load_backbone(spec: ModelSpec):
     if spec.bundled and spec.modality == "image":
         return spec.resolve(), ImagePreprocessor(), spec
     src = spec.resolve()
-    folder = Path(src).expanduser() if Path(src).expanduser().is_dir() else None
+    folder = _local_folder(src)
     if folder is None and (src.startswith((".", "/", "~")) or os.sep in src.strip("/").replace("/", "", 1)):
         raise ModelLoadError(f"model folder not found: {src}")
+    if folder is None:
+        check_hub_id(src)
     if folder is not None and not spec.bundled:
         check_model_folder(folder)
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")

@@ -16,7 +16,8 @@ from torch import nn
 
 from .callbacks import Callback, Control, Phase, ProgressEvent, StopRequested
 from .data import split_inputs
-from .errors import ConfigError
+from .checks import check_number
+from .errors import ConfigError, NonFiniteError
 from .feeds import FeatureFeed, _layer_stack, first_trainable_layer, make_feed
 
 
@@ -59,16 +60,10 @@ class TrainConfig:
                   (1e-8, 1), "weight_decay": (0, 1), "warmup_ratio": (0, 0.9), "max_length": (8, 8192),
                   "dropout": (0, 0.95), "early_stopping_patience": (0, 1000), "seed": (0, 2**32 - 1),
                   "probe_epochs": (0, 1000)}
+        whole = ("epochs", "batch_size", "max_length", "early_stopping_patience", "seed", "probe_epochs")
         for name, (lo, hi) in checks.items():
-            v = getattr(self, name)
-            if v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-                raise ConfigError(f"{name} must be a number in [{lo}, {hi}], got {v!r}")
-            if name in ("epochs", "batch_size", "max_length", "early_stopping_patience", "seed", "probe_epochs"):
-                if int(v) != v:
-                    raise ConfigError(f"{name} must be a whole number, got {v!r}")
-                setattr(self, name, int(v))
+            if getattr(self, name) is not None:  # finite, in range; NaN / inf refused with the field's name
+                setattr(self, name, check_number(name, getattr(self, name), lo, hi, whole=name in whole))
 
     def with_defaults(self, defaults: dict) -> "TrainConfig":
         """A copy where every ``None`` field takes the value from ``defaults``."""
@@ -163,6 +158,22 @@ def _metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
             # over the classes present in the validation split: a class with no example there (too rare to hold
             # one out) has no F1, and sklearn's default would count a wrong prediction of it as F1 0
             "val_macro_f1": float(f1_score(y, pred, labels=np.unique(y), average="macro", zero_division=0))}
+
+
+def _stop_if_non_finite(acc, value: float, what: str, where: str, cfg: TrainConfig) -> None:
+    """Raise NonFiniteError when ``value`` (a loss) is NaN or infinite on this process or, under several
+    processes, on any of them (all stop at the same step instead of waiting for each other)."""
+    bad = not np.isfinite(value)
+    if acc.num_processes > 1:
+        flag = acc.reduce(torch.tensor([float(bad)], device=acc.device), reduction="sum")
+        bad = bool(flag.item() > 0)
+    if bad:
+        shown = ("NaN" if np.isnan(value) else "infinite" if np.isinf(value)
+                 else "NaN or infinite on another process")
+        raise NonFiniteError(
+            f"the {what} became {shown} at {where}, so training stopped and no model was kept: lower the "
+            f"learning rate (encoder/adapters {cfg.learning_rate:g}, head {cfg.head_learning_rate:g}) or the "
+            "method's scaling (e.g. LoRA alpha), then train again")
 
 
 def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequence[Callback] = (),
@@ -298,12 +309,14 @@ def _fit(model, feed, labels, cfg: TrainConfig, acc, emit, control, res: TrainRe
                 step += 1
                 losses.append(loss.item())
                 res.step_losses.append(losses[-1])
+                _stop_if_non_finite(acc, losses[-1], "training loss", f"step {len(losses)} of epoch {epoch}", cfg)
                 emit(ProgressEvent("step", step, total, epoch - 1 + len(losses) / len(loader), losses[-1],
                                    elapsed_s=time.perf_counter() - t0))
                 phase.advance()
             model.eval()
             val_logits = feed.all_logits(acc.unwrap_model(module), "validation", lambda rows: phase.check())
             metrics = _metrics(val_logits, labels["validation"])
+            _stop_if_non_finite(acc, metrics["val_loss"], "validation loss", f"the end of epoch {epoch}", cfg)
             res.history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **metrics})
             emit(ProgressEvent("epoch", step, total, epoch, metrics=metrics, elapsed_s=time.perf_counter() - t0))
             key = (round(metrics["val_macro_f1"], 6), -round(metrics["val_loss"], 6))

@@ -84,3 +84,11 @@ def test_ctrl_c_while_encoding_stops_the_run_with_status_130(tmp_path):
     text = err.decode()
     assert "cancelled: cancelled before the first epoch ended: there is no model to offer" in text
     assert "Traceback" not in text and not (out / "model").exists() and not (out / "report.json").exists()
+
+
+def test_cli_refuses_a_nan_lora_alpha_before_training(sms_small, tmp_path):
+    p = _cli("train", "--data", str(sms_small), "--method", "lora", "--lora-alpha", "nan", "--out",
+             str(tmp_path / "r"), timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == ["error: LoRA alpha must be a finite number > 0, got nan"]
+    assert not (tmp_path / "r").exists()

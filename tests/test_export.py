@@ -6,11 +6,19 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import run_without_ml_stack
 from exporters.bundle import extract_bundle
 from exporters.parity import check_parity, ort_session
 from peft_core.inference import batch_inputs, predict_logits
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(head_export, tmp_path_factory) -> str:
+    """The exported fp32 ONNX file, read from its bundle (the run folder keeps no other copy)."""
+    return str(extract_bundle(head_export.bundles["fp32"], tmp_path_factory.mktemp("fp32")) / "model.onnx")
+
 
 def test_parity_passes_at_every_batch_size(head_export):
     p = head_export.parity
@@ -22,8 +30,8 @@ def test_parity_passes_at_every_batch_size(head_export):
     assert head_export.onnx.opset >= 18
 
 
-def test_onnx_axes_are_dynamic(head_run, head_export):
-    sess = ort_session(head_export.onnx.path)
+def test_onnx_axes_are_dynamic(head_run, fp32_onnx):
+    sess = ort_session(fp32_onnx)
     texts = list(head_run.data.splits["test"]["text"])
     for n in (1, 2, 17):
         inputs = batch_inputs(head_run.tokenizer, texts[:n], 64)
@@ -36,10 +44,10 @@ def test_onnx_axes_are_dynamic(head_run, head_export):
         assert sess.run(["logits"], feed)[0].shape == (2, 2)
 
 
-def test_attention_runs_in_its_3d_form(head_export):
+def test_attention_runs_in_its_3d_form(fp32_onnx):
     import onnx
 
-    graph = onnx.load(head_export.onnx.path).graph
+    graph = onnx.load(fp32_onnx).graph
     attention = [n for n in graph.node if n.op_type == "Attention"]
     assert len(attention) == 6  # one per MiniLM layer, each fed [batch, sequence, hidden] directly
     assert all({a.name: a.i for a in n.attribute}.get("q_num_heads") == 12 for n in attention)
@@ -68,7 +76,7 @@ def test_bulk_scoring_on_parallel_workers_matches_one_session(head_run, head_exp
     np.testing.assert_allclose(one, p1[:1], atol=1e-5)
 
 
-def test_parity_detects_a_wrong_model(head_run, head_export):
+def test_parity_detects_a_wrong_model(head_run, fp32_onnx):
     import copy
 
     import torch
@@ -76,7 +84,7 @@ def test_parity_detects_a_wrong_model(head_run, head_export):
     other = copy.deepcopy(head_run.model)
     with torch.no_grad():
         other.head[1].bias += 0.01
-    report = check_parity(other, head_run.tokenizer, head_export.onnx.path, head_run.data.splits["test"]["text"][:20],
+    report = check_parity(other, head_run.tokenizer, fp32_onnx, head_run.data.splits["test"]["text"][:20],
                           64, batch_sizes=(1,), rows_per_check=4)
     assert not report.passed and "max |Δlogit|" in report.failures[0]
 
@@ -160,8 +168,6 @@ def test_predict_script_keeps_rows_with_line_separators_and_odd_argument_bytes(h
 
 
 def test_extract_refuses_paths_outside(tmp_path):
-    import pytest
-
     from peft_core.errors import ExportError
 
     evil = tmp_path / "evil.zip"
@@ -170,3 +176,59 @@ def test_extract_refuses_paths_outside(tmp_path):
     with pytest.raises(ExportError, match="outside"):
         extract_bundle(evil, tmp_path / "dest")
     assert not (tmp_path / "outside.txt").exists()
+
+
+def test_run_folder_keeps_one_copy_of_each_model(head_run, head_export):
+    run_dir = head_run.run_dir
+    loose = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*.onnx"))
+    assert loose == []  # the fp32 and int8 ONNX models live only in their bundles
+    assert sorted(p.name for p in (run_dir / "export").iterdir()) == ["int8.json", "parity.json"]
+    for precision in ("fp32", "int8"):
+        assert "model.onnx" in zipfile.ZipFile(head_export.bundles[precision]).namelist()
+    assert (run_dir / "model" / "head.safetensors").is_file()  # what predictions and a re-export start from
+    assert list((run_dir / "model" / "backbone").glob("*.safetensors"))
+
+
+def test_export_message_states_the_download_sizes_in_one_unit(head_export):
+    import re
+
+    sizes = {p: Path(z).stat().st_size / 1e6 for p, z in head_export.bundles.items()}
+    default = next(p for p, z in head_export.bundles.items() if z == head_export.bundle)
+    other = ({"int8", "fp32"} - {default}).pop()
+    msg = head_export.message
+    # every size stated is a zip's, in one unit: the default download first, then the other one
+    assert re.findall(r"(\d+(?:\.\d+)?) MB", msg) == [f"{sizes[default]:.1f}", f"{sizes[other]:.1f}"], msg
+    assert f"{default} bundle {sizes[default]:.1f} MB (default)" in msg and "(zip sizes, MB = 10^6 bytes)" in msg
+
+
+def _empty_rows_csv(path):
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerows([["text"], ["WINNER! Claim your free prize now, call 09061701461"], [""], ["   "],
+                     ["ok see you at home later"]])
+
+
+def test_predict_script_refuses_empty_texts_and_flags_empty_csv_rows(head_export, tmp_path):
+    import csv
+
+    folder = extract_bundle(head_export.bundles["int8"], tmp_path / "b")
+    for argv, which in (([""], "text 1 of 1"), (["   "], "text 1 of 1"), (["hello", "\t "], "text 2 of 2")):
+        p = subprocess.run([sys.executable, str(folder / "predict.py"), *argv], capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode == 2 and p.stdout == "", (argv, p.stdout)
+        assert p.stderr.strip().splitlines() == [f"error: {which} on the command line is empty; give a text with "
+                                                 "at least one non-space character"]
+    _empty_rows_csv(tmp_path / "in.csv")
+    run_without_ml_stack(folder / "predict.py", ["--csv", str(tmp_path / "in.csv"), "--output",
+                                                 str(tmp_path / "out.csv")], tmp_path, timeout=120)
+    rows = list(csv.DictReader(open(tmp_path / "out.csv", encoding="utf-8", newline="")))
+    assert [(r["label"], r["error"]) for r in rows] == [("spam", ""), ("", "empty text"), ("", "empty text"),
+                                                        ("ham", "")]
+    assert rows[1]["probability"] == rows[1]["p_ham"] == rows[1]["p_spam"] == ""
+    assert float(rows[0]["p_spam"]) > 0.5
+    printed = subprocess.run([sys.executable, str(folder / "predict.py"), "--csv", str(tmp_path / "in.csv")],
+                             capture_output=True, text=True, check=True, timeout=120).stdout.splitlines()
+    assert [line.split("\t")[0] for line in printed] == ["spam", "-", "-", "ham"]
+    assert printed[1].endswith("(error: empty text, not scored)")

@@ -39,3 +39,28 @@ def test_method_trains_only_its_parameters(method, small):
     first, last = sum(res.step_losses[:5]) / 5, sum(res.step_losses[-5:]) / 5
     assert last < first, (first, last)
     assert len(res.history) == 2 and 0 <= res.history[-1]["val_accuracy"] <= 1
+
+
+@pytest.mark.parametrize("cls,field,name,value,expected", [
+    ("lora", "alpha", "LoRA alpha", float("nan"), "must be a finite number > 0"),
+    ("lora", "alpha", "LoRA alpha", float("inf"), "must be a finite number > 0"),
+    ("lora", "alpha", "LoRA alpha", "16", "must be a number > 0"),
+    ("lora", "r", "LoRA rank r", float("nan"), "must be a whole number >= 1"),
+    ("lora", "r", "LoRA rank r", float("inf"), "must be a whole number >= 1"),
+    ("lora", "dropout", "LoRA dropout", float("nan"), r"must be a finite number in \[0, 1\)"),
+    ("lora", "dropout", "LoRA dropout", 1.0, r"must be a number in \[0, 1\)"),
+    ("last_n", "num_layers", "num_layers", float("nan"), "must be a whole number >= 1"),
+    ("last_n", "num_layers", "num_layers", float("-inf"), "must be a whole number >= 1"),
+    ("last_n", "num_layers", "num_layers", 1.5, "must be a whole number"),
+])
+def test_method_configs_refuse_non_finite_and_malformed_numbers(cls, field, name, value, expected):
+    from peft_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"^{name} {expected}, got {value!r}$"):
+        METHODS[cls].config_cls(**{field: value})
+
+
+def test_method_configs_keep_good_values_as_numbers():
+    lora = METHODS["lora"].config_cls(r=8.0, alpha=16, dropout=0)
+    assert (lora.r, lora.alpha, lora.dropout) == (8, 16.0, 0.0) and isinstance(lora.r, int)
+    assert METHODS["last_n"].config_cls(num_layers=3.0).num_layers == 3

@@ -116,6 +116,72 @@ def test_config_names_the_bad_field(field, value):
         TrainConfig(**{field: value})
 
 
+@pytest.mark.parametrize("field", ["epochs", "batch_size", "max_length", "early_stopping_patience", "seed",
+                                   "probe_epochs"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_config_refuses_non_finite_whole_numbers(field, value):
+    with pytest.raises(ConfigError, match=rf"^{field} must be a whole number in \[.*\], got {value!r}$"):
+        TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field", ["learning_rate", "head_learning_rate", "weight_decay", "warmup_ratio", "dropout"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_config_refuses_non_finite_rates(field, value):
+    with pytest.raises(ConfigError, match=rf"^{field} must be a finite number in \[.*\], got {value!r}$"):
+        TrainConfig(**{field: value})
+
+
+def _poison(model):
+    """Set every LoRA scaling (alpha / r) of ``model`` to NaN, as ``--lora-alpha nan`` did before configs
+    refused it."""
+    hit = 0
+    for m in model.modules():
+        if isinstance(getattr(m, "scaling", None), dict):
+            m.scaling = {k: float("nan") for k in m.scaling}
+            hit += 1
+    assert hit == 12  # query and value in each of the 6 layers
+
+
+def test_nan_training_loss_stops_lora_training_with_a_clear_error(tmp_path):
+    from conftest import sms_subset
+    from peft_core.errors import NonFiniteError, PeftCoreError
+
+    sms_subset(60).to_csv(tmp_path / "tiny.csv", index=False)
+    tiny = prepare_data(tmp_path / "tiny.csv")
+    model, tok, *_ = build_model("minilm", "lora", {}, tiny.task.num_labels)
+    _poison(model)
+    cfg = TrainConfig(epochs=1, max_length=32, probe_epochs=0).with_defaults(METHODS["lora"].train_defaults)
+    steps = []
+    with pytest.raises(NonFiniteError) as err:
+        train(model, tok, tiny.splits, cfg, [lambda ev: steps.append(ev.step) if ev.kind == "step" else None])
+    assert isinstance(err.value, PeftCoreError) and steps == []  # stopped at the first step
+    assert str(err.value) == (
+        "the training loss became NaN at step 1 of epoch 1, so training stopped and no model was kept: lower the "
+        "learning rate (encoder/adapters 0.001, head 0.01) or the method's scaling (e.g. LoRA alpha), then train "
+        "again")
+
+
+@pytest.mark.parametrize("at,expected", [("step 3", "the training loss became NaN at step 4 of epoch 1"),
+                                         ("epoch end", "the validation loss became NaN at the end of epoch 1")])
+def test_loss_turning_nan_mid_training_stops_it(small, at, expected):
+    from peft_core.errors import NonFiniteError
+
+    torch.manual_seed(0)
+    model, tok, *_ = build_model("minilm", "head", {}, small.task.num_labels)
+    cfg = TrainConfig(epochs=2, max_length=48, early_stopping_patience=0).with_defaults(METHODS["head"].train_defaults)
+    per_epoch = []
+
+    def diverge(ev):  # the head's bias turns NaN after a given optimizer step, as a diverging run's weights do
+        if ev.kind == "start":
+            per_epoch.append(ev.total_steps // cfg.epochs)
+        if ev.kind == "step" and ev.step == (3 if at == "step 3" else per_epoch[0]):
+            with torch.no_grad():
+                model.head[1].bias.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteError, match="^" + expected + ", so training stopped"):
+        train(model, tok, small.splits, cfg, [diverge])
+
+
 @pytest.mark.parametrize("method,options", [("lora", {"r": 8}), ("last_n", {"num_layers": 2})])
 def test_padding_free_steps_match_the_stock_forward(small, method, options, monkeypatch):
     """A training step on packed real tokens gives the stock padded forward's logits and gradients."""

@@ -4,7 +4,9 @@
     python predict.py "first text" "second text"
     python predict.py --csv data.csv [--column text] [--output predictions.csv]
 
-Prints one line per text: label, probability, text (or writes a CSV with every class probability).
+Prints one line per text: label, probability, text (or writes a CSV with every class probability and an
+``error`` column). An empty (or whitespace-only) text on the command line is refused (exit code 2), as in the
+app; an empty CSV row is not scored: its label and probabilities stay empty and its error reads "empty text".
 Files read from this folder: model.onnx (its precision, fp32 or int8, is in config.json), tokenizer.json,
 config.json. CSV input may be UTF-8 (with or without BOM) or Windows-1252, delimited by , ; TAB or |.
 """
@@ -138,6 +140,11 @@ def main(argv=None):
     ap.add_argument("--model", default="model.onnx", help="ONNX file in this folder (default model.onnx)")
     args = ap.parse_args(argv)
     texts = [_arg_text(t) for t in args.texts]
+    empty = [n for n, t in enumerate(texts, 1) if not t.strip()]
+    if empty:
+        print(f"error: text {empty[0]} of {len(texts)} on the command line is empty; give a text with at least "
+              "one non-space character", file=sys.stderr)
+        sys.exit(2)
     if args.csv:
         texts += _read_csv_column(args.csv, args.column)
     if not texts:
@@ -145,16 +152,30 @@ def main(argv=None):
     if not (HERE / args.model).is_file():
         sys.exit(f"error: no model file {args.model!r} in {HERE}")
     pred = Predictor(HERE, args.model)
-    ids, probs = pred.predict(texts)
+    scored = [n for n, t in enumerate(texts) if t.strip()]  # empty CSV rows are flagged, not scored
+    ids, probs = pred.predict([texts[n] for n in scored]) if scored else ([], [])
+    results = dict(zip(scored, zip(ids, probs)))
     if args.output:
         with open(args.output, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["text", "label", "probability"] + [f"p_{name}" for name in pred.labels])
-            for t, i, p in zip(texts, ids, probs):
-                w.writerow([_safe_cell(t), _safe_cell(pred.labels[i]), f"{p[i]:.6f}"] + [f"{x:.6f}" for x in p])
-        print(f"wrote {len(texts)} predictions to {args.output}", file=sys.stderr)
+            w.writerow(["text", "label", "probability"] + [f"p_{name}" for name in pred.labels] + ["error"])
+            for n, t in enumerate(texts):
+                if n not in results:
+                    w.writerow([_safe_cell(t), "", ""] + [""] * len(pred.labels) + ["empty text"])
+                    continue
+                i, p = results[n]
+                w.writerow([_safe_cell(t), _safe_cell(pred.labels[i]), f"{p[i]:.6f}"] + [f"{x:.6f}" for x in p]
+                           + [""])
+        flagged = len(texts) - len(scored)
+        print(f"wrote {len(texts)} rows to {args.output}: {len(scored)} predictions"
+              + (f", {flagged} empty text(s) flagged in the error column, not scored" if flagged else ""),
+              file=sys.stderr)
     else:
-        for t, i, p in zip(texts, ids, probs):
+        for n, t in enumerate(texts):
+            if n not in results:
+                print(f"-\t-\t{t}\t(error: empty text, not scored)")
+                continue
+            i, p = results[n]
             print(f"{pred.labels[i]}\t{p[i]:.4f}\t{t}")
 
 

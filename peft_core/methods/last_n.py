@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..checks import check_number
 from ..errors import ConfigError
 
 TRAIN_DEFAULTS = {"epochs": 4, "head_learning_rate": 1e-2, "learning_rate": 1e-4, "batch_size": 32,
@@ -16,9 +17,7 @@ class LastNConfig:
     num_layers: int = 2
 
     def __post_init__(self) -> None:
-        if int(self.num_layers) != self.num_layers or self.num_layers < 1:
-            raise ConfigError(f"num_layers must be a whole number >= 1, got {self.num_layers!r}")
-        self.num_layers = int(self.num_layers)
+        self.num_layers = check_number("num_layers", self.num_layers, 1, None, whole=True)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ..checks import check_number
 from ..errors import ConfigError
 
 TRAIN_DEFAULTS = {"epochs": 4, "head_learning_rate": 1e-2, "learning_rate": 1e-3, "batch_size": 32,
@@ -25,13 +26,9 @@ class LoraMethodConfig:
     target_modules: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if int(self.r) != self.r or self.r < 1:
-            raise ConfigError(f"LoRA rank r must be a whole number >= 1, got {self.r!r}")
-        if self.alpha <= 0:
-            raise ConfigError(f"LoRA alpha must be > 0, got {self.alpha!r}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
-        self.r = int(self.r)
+        self.r = check_number("LoRA rank r", self.r, 1, None, whole=True)
+        self.alpha = check_number("LoRA alpha", self.alpha, 0, None, lo_open=True)
+        self.dropout = check_number("LoRA dropout", self.dropout, 0, 1, hi_open=True)
         if isinstance(self.target_modules, str):
             self.target_modules = [t.strip() for t in self.target_modules.split(",") if t.strip()]
 
