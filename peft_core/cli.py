@@ -119,7 +119,7 @@ def cmd_train(args) -> int:
               + ("; no export" if args.export else ""), file=sys.stderr)
         return 130
     if args.export and main:
-        res = export_run(run)
+        res = export_run(run, callbacks=[bar])  # a bar per export phase (exporting, parity, int8, bundle)
         print("== Export\n" + res.parity.to_table().to_string(index=False))
         print(res.message)
         if res.bundle is None:
