@@ -23,16 +23,6 @@ from test_app import HP, wait_until_done
 
 LEGACY_SECRET = "legacy-key-left-in-the-runs-folder-by-an-older-version"
 CACHE_MAX_AGE_S = 20  # the server's PEFT_CACHE_MAX_AGE_S here (cleaned every second)
-# Start the app as `python app.py` does. Until JobManager.export takes the agreed callbacks=() (another branch),
-# accept and drop them, so this branch's app runs against today's core.
-SHIM = """
-import inspect, runpy
-import peft_core.jobs as jobs
-if "callbacks" not in inspect.signature(jobs.JobManager.export).parameters:
-    _export = jobs.JobManager.export
-    jobs.JobManager.export = lambda self, token, run_id, callbacks=(): _export(self, token, run_id)
-runpy.run_path("app.py", run_name="__main__")
-"""
 
 
 def folder_bytes(path: Path) -> int:
@@ -60,7 +50,7 @@ def server(tmp_path_factory):
             "PEFT_CACHE_CLEAN_EVERY_S": "1", "PEFT_CACHE_MAX_AGE_S": str(CACHE_MAX_AGE_S), "HF_HUB_OFFLINE": "1",
             "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
     out, err = (base / "stdout.txt").open("w"), (base / "stderr.txt").open("w")
-    proc = subprocess.Popen([sys.executable, "-c", SHIM], cwd=ROOT, env=env, stdout=out, stderr=err)
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=err)
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: proc.poll() is not None or "Running on local URL" in (base / "stdout.txt").read_text(), 240,
              "the app to start")

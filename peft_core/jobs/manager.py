@@ -1,122 +1,35 @@
-"""Runs as background jobs: each run has its own id and folder, runs on a worker thread, and outlives the page.
+"""The job manager: submit, follow, cancel, list and export runs, each on a worker thread in its own folder.
 
-A run folder (``<root>/<run id>/``) holds::
-
-    status.json    JobInfo: state (queued / running / cancelling / finished / failed / cancelled), owner hash,
-                   times, key hyper-parameters, results, error message, bundle path
-    config.json    RunConfig + package versions (written at submit; ``fine_tune`` rewrites it identically)
-    data/          copies of the uploaded files, so the run can be rebuilt and exported later
-    events.jsonl   the progress events (see ``peft_core.progress``); error.log: the traceback of a failed run
-    ... and everything ``pipeline.fine_tune`` / ``export_run`` write (model/, report.json, plots, bundle-*.zip)
-
-Owners are opaque tokens (the app keeps one per browser); only their SHA-256 is stored, and every call that
-names a run checks it, so a caller sees only its own runs (an unknown id and someone else's id look the same).
-At most ``max_concurrent`` runs train at once (env ``PEFT_MAX_CONCURRENT_RUNS``, default 1); the rest wait
-in a FIFO queue (``queue_info`` says what a queued run waits for). Runs left queued or running by a previous process are marked failed when a manager starts.
-Runs train on the manager's worker threads; a manager with the default runner first does, in its own thread, the
-library set-ups that break when two runs do them at once (:func:`prime_for_threads`).
-
-Old runs are deleted so that a long-lived app (a free CPU Hugging Face Space: 2 vCPU, 16 GB RAM, about 50 GB of
-disk that is not persistent) does not fill its disk. Both limits are read from the environment when a manager is
-created (0 turns a limit off; anything else that is not a number >= 0 is a ConfigError):
-
-===========================  =======  =================================================================
-variable                     default  meaning
-===========================  =======  =================================================================
-``PEFT_RUN_TTL_HOURS``       72       hours a finished / failed / cancelled run is kept, counted from
-                                      when it ended (``JobInfo.finished``); older runs are deleted, folder
-                                      and record
-``PEFT_MAX_USER_DISK_MB``    2000     MB (10**6 bytes) of run folders one owner may hold; when over, that
-                                      owner's oldest ended runs are deleted until under; when the owner's
-                                      queued / running runs alone leave no room, ``submit`` is refused
-===========================  =======  =================================================================
-
-Cleanup runs when a manager starts (after recovery: runs the previous process left active are ended by then)
-and at every ``submit`` (expired runs of all owners, then the quota of the submitting owner, counting the
-size of the data files it is about to copy). Queued, running and cancelling runs, and runs being exported,
-are never deleted. A folder's size is the sum of its regular files' sizes (symlinks are not followed). The quota
-is checked only then: what a run writes while it trains (model, plots, bundles) may take its owner over the
-limit until the next submit or start.
+See the package doc (``peft_core.jobs``) for the run folder, owners, the queue and the clean-up limits.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
 import secrets
 import shutil
-import stat
 import threading
 import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .callbacks import Control, JsonlLogger, ProgressEvent
-from .errors import ConfigError, JobError, PeftCoreError, RunCancelled
-from .progress import EventTail, Progress, summarize
-from .queueing import QueueInfo
+from ..callbacks import Control, JsonlLogger, ProgressEvent
+from ..errors import ConfigError, JobError, PeftCoreError, RunCancelled
+from ..progress import EventTail, Progress, summarize
+from ..queueing import QueueInfo
+from .cleanup import DEFAULT_MAX_USER_DISK_MB, DEFAULT_RUN_TTL_HOURS, MB, CleanupMixin, _env_limit
+from .records import ACTIVE, TERMINAL, JobInfo, _params, _results, owner_hash
 
-ACTIVE = ("queued", "running", "cancelling")
-TERMINAL = ("finished", "failed", "cancelled")
-DEFAULT_RUN_TTL_HOURS = 72.0  # a finished / failed / cancelled run is deleted this many hours after it ended
-DEFAULT_MAX_USER_DISK_MB = 2000.0  # MB (10**6 bytes) of run folders per owner
-MB = 1_000_000
-log = logging.getLogger(__name__)
-
-
-def owner_hash(token: str) -> str:
-    """SHA-256 hex of an owner token. Raises JobError for an empty or short token (< 16 characters)."""
-    if not isinstance(token, str) or len(token) < 16:
-        raise JobError("no valid owner token (at least 16 characters): reload the page, or pass the token you "
-                       "got from /new_owner when calling the API")
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_owner_token() -> str:
-    """A fresh unguessable owner token (32 URL-safe characters)."""
-    return secrets.token_urlsafe(24)
-
-
-def _env_limit(name: str, default: float) -> float:
-    """A limit >= 0 from environment variable ``name`` (``default`` when unset or empty; 0 means off).
-
-    Raises:
-        ConfigError: the value is not a finite number >= 0.
-    """
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw.replace("_", ""))
-    except ValueError:
-        raise ConfigError(f"environment variable {name}={raw!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"environment variable {name}={raw!r} must be 0 (off) or a positive number")
-    return value
-
-
-def folder_bytes(path: str | Path) -> int:
-    """Bytes in the regular files under ``path`` (apparent sizes; symlinks not followed; a missing or
-    vanishing file counts 0)."""
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                total += st.st_size
-    return total
+log = logging.getLogger("peft_core.jobs")
 
 
 _PRIMED = threading.Lock()
+
 
 
 def prime_for_threads() -> None:
@@ -135,76 +48,14 @@ def prime_for_threads() -> None:
     with _PRIMED:
         import transformers
 
-        from .training import make_accelerator
+        from ..training import make_accelerator
 
         transformers.PreTrainedTokenizerBase  # noqa: B018 -- resolve the lazy attribute datasets looks up
         make_accelerator()  # fills accelerate's shared state with what every run's Accelerator uses
 
 
-@dataclass
-class JobInfo:
-    """One run's record (``status.json``). Times are Unix seconds; ``results`` has accuracy, macro_f1 (test
-    split fractions), trainable_pct (percent of parameters), best_epoch, epochs_run, cancelled_early."""
 
-    id: str
-    owner: str
-    state: str
-    model: str
-    method: str
-    params: dict = field(default_factory=dict)
-    created: float = field(default_factory=time.time)
-    started: float | None = None
-    finished: float | None = None
-    error: str | None = None
-    results: dict = field(default_factory=dict)
-    bundle: str | None = None
-    dataset: str = ""  # the training file's name as uploaded (no folder)
-    name: str = ""  # the owner's optional name or note for the run
-
-    @property
-    def duration_s(self) -> float | None:
-        """Seconds from start to end (or to now while active); None while queued."""
-        if self.started is None:
-            return None
-        return (self.finished or time.time()) - self.started
-
-    @property
-    def ended_at(self) -> float:
-        """Unix seconds when the run ended (its creation time if that was never recorded); what the TTL counts
-        from and what "oldest" means for the disk quota."""
-        return self.finished or self.created
-
-    @property
-    def has_model(self) -> bool:
-        """True when training saved a model (finished, or cancelled after it kept the best epoch); False for a
-        run cancelled before its first epoch ended (no results; ``error`` says so)."""
-        return self.state in ("finished", "cancelled") and bool(self.results)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _params(cfg) -> dict:
-    """Key hyper-parameters of a RunConfig, with the method's defaults filled in."""
-    from .methods import get_method
-
-    t = cfg.train.with_defaults(get_method(cfg.method).train_defaults)
-    return {"epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
-            "head_learning_rate": t.head_learning_rate, "max_length": t.max_length,
-            "patience": t.early_stopping_patience, "method_config": dict(cfg.method_config)}
-
-
-def _results(run) -> dict:
-    r = run.train_result
-    return {"accuracy": run.eval_report.accuracy, "macro_f1": run.eval_report.macro_f1,
-            "baseline_accuracy": run.eval_report.baseline_accuracy,
-            "trainable_pct": 100 * run.trainable_parameters / run.total_parameters,
-            "trainable_parameters": run.trainable_parameters, "best_epoch": r.best_epoch,
-            "epochs_run": len(r.history), "stopped_early": r.stopped_early, "training_s": r.seconds,
-            "best_val_macro_f1": max((h["val_macro_f1"] for h in r.history), default=None)}
-
-
-class JobManager:
+class JobManager(CleanupMixin):
     """Submit, follow, cancel, list and export runs under ``root``.
 
     Args:
@@ -330,87 +181,6 @@ class JobManager:
             tail = self._tails.setdefault(run_id, EventTail(self.dir(run_id) / "events.jsonl"))
             return summarize(tail.read())
 
-    # ---- cleanup: age and disk quota -------------------------------------------------------------------
-    def disk_usage(self, token: str) -> int:
-        """Bytes in the run folders of ``token``'s runs (all states)."""
-        owner = owner_hash(token)
-        with self._lock:
-            ids = [j.id for j in self._jobs.values() if j.owner == owner]
-        return sum(folder_bytes(self.dir(i)) for i in ids)
-
-    def cleanup(self, now: float | None = None) -> list[str]:
-        """Delete ended runs older than ``run_ttl_hours`` (all owners), then, for every owner over
-        ``max_user_disk_mb``, that owner's oldest ended runs until under. ``now``: Unix seconds to count ages
-        from (default: the current time). Returns the ids deleted. Active and exporting runs are kept."""
-        deleted = self._expire(time.time() if now is None else now)
-        with self._lock:
-            owners = sorted({j.owner for j in self._jobs.values()})
-        for owner in owners:
-            deleted += self._fit_quota(owner, 0)[0]
-        return deleted
-
-    def delete(self, token: str, run_id: str) -> None:
-        """Delete one of ``token``'s ended runs (folder and record).
-
-        Raises:
-            JobError: not this owner's run, or it is still queued / running / cancelling (cancel it first and
-                wait until it has ended) or being exported.
-        """
-        info = self.get(token, run_id)
-        if not self._delete(run_id, "deleted by its owner"):
-            raise JobError(f"run {run_id[:8]} is {info.state if info.state in ACTIVE else 'being exported'}: "
-                           "cancel it first (or wait until it has ended), then delete it")
-
-    def _delete(self, run_id: str, why: str) -> bool:
-        """Remove an ended, not exporting run: record first (so nobody sees a half-deleted run), then its
-        status.json (so a partly removed folder is not recovered at the next start), then the folder.
-        Returns False, deleting nothing, when the run is active, exporting or unknown."""
-        with self._lock:
-            info = self._jobs.get(run_id)
-            if info is None or info.state not in TERMINAL or self._busy.get(run_id):
-                return False
-            del self._jobs[run_id]
-            self._tails.pop(run_id, None)
-            self._loaded.pop(run_id, None)
-            self._controls.pop(run_id, None)
-        run_dir = self.dir(run_id)
-        (run_dir / "status.json").unlink(missing_ok=True)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        log.info("deleted run %s (%s, ended %s): %s", run_id, info.state,
-                 time.strftime("%Y-%m-%d %H:%M", time.localtime(info.ended_at)), why)
-        return True
-
-    def _expire(self, now: float) -> list[str]:
-        """Delete ended runs that ended more than ``run_ttl_hours`` before ``now`` (Unix seconds)."""
-        if not self.run_ttl_hours:
-            return []
-        cutoff = now - self.run_ttl_hours * 3600
-        with self._lock:
-            old = [j.id for j in self._jobs.values() if j.state in TERMINAL and j.ended_at < cutoff]
-        return [i for i in old if self._delete(i, f"older than {self.run_ttl_hours:g} h (PEFT_RUN_TTL_HOURS)")]
-
-    def _fit_quota(self, owner: str, incoming: int) -> tuple[list[str], int, int]:
-        """Make room for ``incoming`` more bytes in ``owner``'s (a hash) runs: delete their oldest ended runs
-        while used + incoming > ``max_user_disk_mb``. Deletes nothing when the active runs alone leave no
-        room (the caller refuses). Returns (ids deleted, bytes used after, bytes held by active runs)."""
-        with self._lock:
-            runs = [JobInfo(**j.to_dict()) for j in self._jobs.values() if j.owner == owner]
-        sizes = {j.id: folder_bytes(self.dir(j.id)) for j in runs}
-        used = sum(sizes.values())
-        active = sum(sizes[j.id] for j in runs if j.state not in TERMINAL)
-        limit = self.max_user_disk_mb * MB
-        deleted: list[str] = []
-        if not limit or used + incoming <= limit or active + incoming > limit:
-            return deleted, used, active
-        why = f"its owner's runs were over {self.max_user_disk_mb:g} MB (PEFT_MAX_USER_DISK_MB)"
-        for j in sorted((j for j in runs if j.state in TERMINAL), key=lambda j: j.ended_at):
-            if used + incoming <= limit:
-                break
-            if self._delete(j.id, why):
-                used -= sizes[j.id]
-                deleted.append(j.id)
-        return deleted, used, active
-
     # ---- lifecycle -----------------------------------------------------------------------------------
     def submit(self, token: str, cfg, name: str = "") -> JobInfo:
         """Queue a run of ``cfg`` (a RunConfig) for ``token``; the data files are copied into the run folder.
@@ -428,8 +198,8 @@ class JobManager:
             return self._submit(token, owner, cfg, " ".join(str(name or "").split())[:80])
 
     def _submit(self, token: str, owner: str, cfg, name: str = "") -> JobInfo:
-        from .errors import DataError
-        from .pipeline import versions
+        from ..errors import DataError
+        from ..pipeline import versions
 
         srcs = [Path(p) for p in (cfg.train_file, cfg.test_file) if p]
         dataset = Path(cfg.train_file).name if cfg.train_file else ""
@@ -501,7 +271,7 @@ class JobManager:
         try:
             runner = self._runner
             if runner is None:
-                from .pipeline import fine_tune as runner
+                from ..pipeline import fine_tune as runner
             run = runner(cfg, self.dir(run_id), [], control)
             results, cancelled = _results(run), bool(run.train_result.cancelled)
         except RunCancelled as e:
@@ -590,7 +360,7 @@ class JobManager:
         with self._lock:
             run = self._loaded.get(run_id)
         if run is None:
-            from .runstore import load_run
+            from ..runstore import load_run
 
             run = load_run(self.dir(run_id))
             with self._lock:
@@ -601,7 +371,7 @@ class JobManager:
         """Export the run to ONNX, check parity, build the bundle (see ``pipeline.export_run``; ``callbacks``
         get its "phase" events); the bundle path is recorded on the run. Raises JobError (see :meth:`run`),
         ExportError or NonFiniteError."""
-        from .pipeline import export_run
+        from ..pipeline import export_run
 
         self.get(token, run_id)
         with self._lock:
@@ -618,3 +388,4 @@ class JobManager:
                 if not self._busy[run_id]:
                     del self._busy[run_id]
         return res
+
