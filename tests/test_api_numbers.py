@@ -6,7 +6,6 @@ import re
 
 import pytest
 from gradio_client import Client, handle_file
-from gradio_client.exceptions import AppError
 
 from test_app import HP, wait_until_done
 
@@ -14,11 +13,11 @@ from test_app import HP, wait_until_done
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     import app
+    import app_state
     from conftest import free_port
 
-    app.RUNS_ROOT = tmp_path_factory.mktemp("runs")
-    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
-               allowed_paths=[str(app.RUNS_ROOT)])
+    app_state.RUNS_ROOT = tmp_path_factory.mktemp("runs")
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
     yield Client(app.demo.local_url, verbose=False)
     app.demo.close()
 
@@ -38,7 +37,8 @@ def _train_raw(client, data_file, method, **changes) -> tuple[str, object]:
         path = httpx.post(f"{base}/upload", files={"files": ("sms_small.csv", f)}).json()[0]
     upload = {"path": path, "orig_name": "sms_small.csv", "meta": {"_type": "gradio.FileData"}}
     owner = client.predict(api_name="/new_owner")
-    body = json.dumps({"data": [owner, upload, None, "text", "label", "minilm", method, *(HP | changes).values()]})
+    body = json.dumps({"data": [owner, upload, None, "text", "label", "minilm", method, *(HP | changes).values(),
+                                None, ""]})  # probe_epochs (method default), run_name
     event_id = httpx.post(f"{base}/call/train", content=body, headers={"Content-Type": "application/json"}
                           ).json()["event_id"]
     with httpx.stream("GET", f"{base}/call/train/{event_id}", timeout=120) as stream:

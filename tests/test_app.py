@@ -1,5 +1,4 @@
 """The app's API through gradio_client against the app launched in-process (the README's client example)."""
-import inspect
 import time
 import zipfile
 from pathlib import Path
@@ -13,28 +12,16 @@ from gradio_client.exceptions import AppError
 MNIST = Path(__file__).resolve().parents[1] / "examples" / "mnist_digits.zip"
 
 
-def accept_export_callbacks(mp: pytest.MonkeyPatch) -> None:
-    """JobManager.export takes callbacks=() (agreed; another branch adds it): until then, accept and drop them."""
-    from peft_core.jobs import JobManager
-
-    if "callbacks" not in inspect.signature(JobManager.export).parameters:
-        real = JobManager.export
-        mp.setattr(JobManager, "export", lambda self, token, run_id, callbacks=(): real(self, token, run_id))
-
-
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     import app
     import app_state
     from conftest import free_port
 
-    mp = pytest.MonkeyPatch()
-    accept_export_callbacks(mp)
     app_state.RUNS_ROOT = tmp_path_factory.mktemp("runs")
     app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
     yield Client(app.demo.local_url, verbose=False, download_files=False)  # /export answers with signed links
     app.demo.close()
-    mp.undo()
 
 
 HP = dict(epochs=30, batch_size=32, learning_rate=0.0, head_learning_rate=0.01, weight_decay=0.01, warmup_ratio=0.1,
