@@ -13,7 +13,6 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from conftest import free_port, sms_subset
-from test_app import accept_export_callbacks
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -26,14 +25,11 @@ def url(tmp_path_factory):
     import app
     import app_state
 
-    mp = pytest.MonkeyPatch()
-    accept_export_callbacks(mp)
     app_state.RUNS_ROOT = tmp_path_factory.mktemp("browser_runs")
     app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
     yield app.demo.local_url
     app.demo.close()
     app.jobs().shutdown()
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
