@@ -37,12 +37,14 @@ from peft_core.limits import Limits  # noqa: E402
 from peft_core.methods import METHODS  # noqa: E402
 from peft_core.models import DEFAULT_MODEL  # noqa: E402
 
+PRIVATE = dict(api_visibility="private")  # page-only events: not in the API
+
+
 def build_demo() -> gr.Blocks:
     """The Blocks layout and its event wiring (built at import; launched under __main__)."""
     from peft_core.training import TrainConfig
 
     defaults = TrainConfig().with_defaults(METHODS["head"].train_defaults)
-    private = dict(api_visibility="private")
     with gr.Blocks(title="PEFT Studio") as demo:
         owner = gr.BrowserState("", storage_key="peft_studio_owner", secret=browser_secret())
         view = gr.State({})
@@ -54,62 +56,74 @@ def build_demo() -> gr.Blocks:
         timer = gr.Timer(1.0)
         _links_only(u["bundle"]), _links_only(h["config_dl"]), _image_or_message(u["image_in"])
         _type_checked_by_reader(d["train_file"]), _type_checked_by_reader(d["test_file"])
-
-        data_inputs = [d["train_file"], d["test_file"]]
-        data_outputs = [d["preview"], d["text_col"], d["label_col"], d["data_report"], d["classes"],
-                        d["image_preview"], d["task"]]
-        method_opts = [d["num_layers"], d["lora_r"], d["lora_alpha"], d["lora_dropout"], d["lora_targets"]]
-        d["example_btn"].click(lambda: str(EXAMPLE), None, d["train_file"], **private)
-        d["example_img_btn"].click(lambda: str(IMAGE_EXAMPLE), None, d["train_file"], **private)
-        d["task"].change(task_changed, [d["task"], d["model"]],
-                         [d["model"], d["columns_row"], u["text_in"], u["try_btn"], u["image_in"], u["try_img_btn"]],
-                         **private)
-        d["train_file"].change(load_preview, data_inputs, data_outputs, api_name="load_data")
-        d["test_file"].change(load_preview, data_inputs + [d["text_col"], d["label_col"]], data_outputs, **private)
-        for col in (d["text_col"], d["label_col"]):
-            col.input(load_preview, data_inputs + [d["text_col"], d["label_col"]], data_outputs, **private)
-        d["method"].input(method_defaults, d["method"], d["hp"] + [d["num_layers"], d["lora_row"], d["probe_epochs"]],
-                          **private)
-        d["method"].change(form.method_widgets, d["method"], [d["hp"][2], d["num_layers"], d["lora_row"],
-                                                               d["probe_epochs"]], **private)
-        d["task"].change(form.text_only, d["task"], d["hp"][HP_FIELDS.index("max_length")], **private)
-        d["train_file"].change(form.preview_visible, d["train_file"], d["preview_row"], **private)
-        count_inputs = data_inputs + [d["text_col"], d["label_col"], d["model"], d["method"]] + method_opts
-        for trigger in (d["method"].change, d["model"].change, d["num_layers"].change, d["lora_r"].change,
-                        d["label_col"].change):
-            trigger(count_trainable, count_inputs, d["trainable_md"], **private)
-
-        demo.load(on_load, owner, [owner, t["run"], u["bundle"]], **private)
-        t["train_btn"].click(train_model, [owner] + data_inputs + [d["text_col"], d["label_col"], d["model"],
-                                                                  d["method"]] + d["hp"] + method_opts
-                             + [d["probe_epochs"], t["run_name"]],
-                             [t["started"], t["started_msg"]], api_name="train"
-                             ).success(_picker, [owner, t["started"]], t["run"], **private)
-        t["cancel_btn"].click(cancel_run, [owner, t["run"]], t["status"], api_name="cancel", concurrency_limit=None)
-        t["delete_btn"].click(delete_run, [owner, t["run"]], t["run"], api_name="delete", concurrency_limit=None)
-        timer.tick(poll, [owner, t["run"], view], [view] + [{**t, **u, **h}[k] for k in POLL_OUTPUTS],
-                   show_progress="hidden", concurrency_limit=None, **private)
-        t["run"].change(lambda tok, run_id: form.run_to_form(state.jobs(), HP_FIELDS, tok, run_id), [owner, t["run"]],
-                        [d["run_data_md"], d["task"], d["model"], d["method"]] + d["hp"] + method_opts[1:]
-                        + [d["num_layers"], d["probe_epochs"]], **private)
-        gr.api(run_status, api_name="status", concurrency_limit=None)
-        gr.api(list_runs, api_name="runs", concurrency_limit=None)
-        gr.api(new_owner, api_name="new_owner", concurrency_limit=None)
-        u["try_btn"].click(try_it, [owner, t["run"], u["text_in"]], u["label_out"], api_name="predict",
-                           concurrency_limit=None)
-        u["try_img_btn"].click(try_image, [owner, t["run"], u["image_in"]], u["label_out"], api_name="predict_image",
-                               concurrency_limit=None)
-        u["text_in"].submit(try_it, [owner, t["run"], u["text_in"]], u["label_out"], concurrency_limit=None,
-                            **private)
-        u["export_btn"].click(export_bundle, [owner, t["run"]], [u["export_md"], u["parity"], u["bundle"]],
-                              api_name="export", concurrency_id="export", concurrency_limit=1)
-        h["compare_pick"].change(compare_runs, [owner, h["compare_pick"]],
-                                 [h["compare"], h["compare_curves"], h["compare_f1"], h["compare_col"]], **private)
-        h["config_up"].upload(config_to_form, h["config_up"],
-                              [d["model"], d["method"]] + d["hp"] + method_opts[1:]
-                              + [d["num_layers"], d["lora_row"], h["config_msg"]], **private)
-        h["config_up"].upload(form.probe_from_config, h["config_up"], d["probe_epochs"], **private)
+        _wire_data_and_method(d, u)
+        _wire_runs(demo, owner, view, timer, d, t, u, h)
     return demo
+
+
+def _method_opts(d) -> list:
+    return [d["num_layers"], d["lora_r"], d["lora_alpha"], d["lora_dropout"], d["lora_targets"]]
+
+
+def _wire_data_and_method(d, u) -> None:
+    """Steps 1-2: example buttons, task, preview, column pickers, method defaults, trainable-parameter count."""
+    data_inputs = [d["train_file"], d["test_file"]]
+    data_outputs = [d["preview"], d["text_col"], d["label_col"], d["data_report"], d["classes"],
+                    d["image_preview"], d["task"]]
+    d["example_btn"].click(lambda: str(EXAMPLE), None, d["train_file"], **PRIVATE)
+    d["example_img_btn"].click(lambda: str(IMAGE_EXAMPLE), None, d["train_file"], **PRIVATE)
+    d["task"].change(task_changed, [d["task"], d["model"]],
+                     [d["model"], d["columns_row"], u["text_in"], u["try_btn"], u["image_in"], u["try_img_btn"]],
+                     **PRIVATE)
+    d["train_file"].change(load_preview, data_inputs, data_outputs, api_name="load_data")
+    d["test_file"].change(load_preview, data_inputs + [d["text_col"], d["label_col"]], data_outputs, **PRIVATE)
+    for col in (d["text_col"], d["label_col"]):
+        col.input(load_preview, data_inputs + [d["text_col"], d["label_col"]], data_outputs, **PRIVATE)
+    d["method"].input(method_defaults, d["method"], d["hp"] + [d["num_layers"], d["lora_row"], d["probe_epochs"]],
+                      **PRIVATE)
+    d["method"].change(form.method_widgets, d["method"], [d["hp"][2], d["num_layers"], d["lora_row"],
+                                                           d["probe_epochs"]], **PRIVATE)
+    d["task"].change(form.text_only, d["task"], d["hp"][HP_FIELDS.index("max_length")], **PRIVATE)
+    d["train_file"].change(form.preview_visible, d["train_file"], d["preview_row"], **PRIVATE)
+    count_inputs = data_inputs + [d["text_col"], d["label_col"], d["model"], d["method"]] + _method_opts(d)
+    for trigger in (d["method"].change, d["model"].change, d["num_layers"].change, d["lora_r"].change,
+                    d["label_col"].change):
+        trigger(count_trainable, count_inputs, d["trainable_md"], **PRIVATE)
+
+
+def _wire_runs(demo, owner, view, timer, d, t, u, h) -> None:
+    """Steps 3-5: start / cancel / delete, the live view, the form refill, the API-only calls, Try it, export,
+    compare and config upload."""
+    method_opts = _method_opts(d)
+    demo.load(on_load, owner, [owner, t["run"], u["bundle"]], **PRIVATE)
+    t["train_btn"].click(train_model, [owner, d["train_file"], d["test_file"], d["text_col"], d["label_col"],
+                                       d["model"], d["method"]] + d["hp"] + method_opts
+                         + [d["probe_epochs"], t["run_name"]],
+                         [t["started"], t["started_msg"]], api_name="train"
+                         ).success(_picker, [owner, t["started"]], t["run"], **PRIVATE)
+    t["cancel_btn"].click(cancel_run, [owner, t["run"]], t["status"], api_name="cancel", concurrency_limit=None)
+    t["delete_btn"].click(delete_run, [owner, t["run"]], t["run"], api_name="delete", concurrency_limit=None)
+    timer.tick(poll, [owner, t["run"], view], [view] + [{**t, **u, **h}[k] for k in POLL_OUTPUTS],
+               show_progress="hidden", concurrency_limit=None, **PRIVATE)
+    t["run"].change(lambda tok, run_id: form.run_to_form(state.jobs(), HP_FIELDS, tok, run_id), [owner, t["run"]],
+                    [d["run_data_md"], d["task"], d["model"], d["method"]] + d["hp"] + method_opts[1:]
+                    + [d["num_layers"], d["probe_epochs"]], **PRIVATE)
+    gr.api(run_status, api_name="status", concurrency_limit=None)
+    gr.api(list_runs, api_name="runs", concurrency_limit=None)
+    gr.api(new_owner, api_name="new_owner", concurrency_limit=None)
+    u["try_btn"].click(try_it, [owner, t["run"], u["text_in"]], u["label_out"], api_name="predict",
+                       concurrency_limit=None)
+    u["try_img_btn"].click(try_image, [owner, t["run"], u["image_in"]], u["label_out"], api_name="predict_image",
+                           concurrency_limit=None)
+    u["text_in"].submit(try_it, [owner, t["run"], u["text_in"]], u["label_out"], concurrency_limit=None, **PRIVATE)
+    u["export_btn"].click(export_bundle, [owner, t["run"]], [u["export_md"], u["parity"], u["bundle"]],
+                          api_name="export", concurrency_id="export", concurrency_limit=1)
+    h["compare_pick"].change(compare_runs, [owner, h["compare_pick"]],
+                             [h["compare"], h["compare_curves"], h["compare_f1"], h["compare_col"]], **PRIVATE)
+    h["config_up"].upload(config_to_form, h["config_up"],
+                          [d["model"], d["method"]] + d["hp"] + method_opts[1:]
+                          + [d["num_layers"], d["lora_row"], h["config_msg"]], **PRIVATE)
+    h["config_up"].upload(form.probe_from_config, h["config_up"], d["probe_epochs"], **PRIVATE)
 
 
 demo = build_demo()

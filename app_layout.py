@@ -12,6 +12,11 @@ import app_views as views
 
 def data_and_model(defaults, model_choices, default_model, method_choices):
     """Steps 1 and 2: task, data upload, column pickers, preview; base model, method, hyper-parameters."""
+    return data() | model_and_method(defaults, model_choices, default_model, method_choices)
+
+
+def data():
+    """Step 1: task, data upload, example buttons, column pickers, data report, preview and class balance."""
     w = {}
     gr.Markdown("## 1 · Data\n**Text**: a table with a text column and a label column (CSV, TSV, JSON, JSONL, "
                 "Parquet). **Images**: a .zip with one folder per class (optionally inside `train/` and "
@@ -44,6 +49,12 @@ def data_and_model(defaults, model_choices, default_model, method_choices):
         w["classes"] = gr.Dataframe(pd.DataFrame(columns=["label", "train", "validation", "test", "share %"]),
                                     label="Class balance (rows per split)", interactive=False, max_height=300,
                                     scale=2)
+    return w
+
+
+def model_and_method(defaults, model_choices, default_model, method_choices):
+    """Step 2: base model, method, the method's options (LoRA, N, learning rate, warm start), hyper-parameters."""
+    w = {}
     gr.Markdown("## 2 · Model and method")
     with gr.Row():
         w["model"] = gr.Dropdown(label="Base model", choices=model_choices, value=default_model,
@@ -71,6 +82,14 @@ def data_and_model(defaults, model_choices, default_model, method_choices):
                        info=views.LR_INFO)
         w["probe_epochs"] = gr.Number(label="Warm-start epochs (head first)", value=None,
                                       visible=False, elem_id="probe-epochs", info=views.PROBE_INFO)
+    w["hp"] = _hyperparameters(defaults, lr)  # app.HP_FIELDS order
+    w["trainable_md"] = gr.Markdown()
+    return w
+
+
+def _hyperparameters(defaults, lr):
+    """The hyper-parameters accordion -> its Number fields in ``app.HP_FIELDS`` order (``lr``: the method's
+    learning-rate field, shown beside the method)."""
     with gr.Accordion("Hyper-parameters (defaults suit the chosen method)", open=False, elem_id="hp"):
         with gr.Row(equal_height=True):
             epochs = gr.Number(label="Epochs (max)", value=defaults.epochs, elem_id="hp-epochs",
@@ -94,9 +113,7 @@ def data_and_model(defaults, model_choices, default_model, method_choices):
                                 info="Dropout before the head while training (0-0.5)")
             seed = gr.Number(label="Seed", value=defaults.seed,
                              info="Same seed, data and settings: same split and same result")
-    w["hp"] = [epochs, batch, lr, head_lr, decay, warmup, max_len, dropout, patience, seed]  # app.HP_FIELDS order
-    w["trainable_md"] = gr.Markdown()
-    return w
+    return [epochs, batch, lr, head_lr, decay, warmup, max_len, dropout, patience, seed]
 
 
 def train():
