@@ -10,12 +10,13 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+import app_form as form
 import app_views as views
 from app_components import SPREADSHEETS
 from app_state import HP_FIELDS, _is_zip, _need_file, log, user_errors
 from peft_core.data import infer_columns, prepare_data, read_table
 from peft_core.errors import PeftCoreError
-from peft_core.methods import METHODS
+from peft_core.methods import METHODS, get_method
 from peft_core.models import DEFAULT_MODELS, REGISTRY
 
 def _prepare(train_file, test_file, text_col=None, label_col=None):
@@ -113,13 +114,13 @@ def method_defaults(method: str):
 
     cfg = TrainConfig().with_defaults(METHODS[method].train_defaults)
     return ([getattr(cfg, f) for f in HP_FIELDS]
-            + [gr.update(visible=method == "last_n"), gr.update(visible=method == "lora"), cfg.probe_epochs])
+            + [gr.update(visible=v) for v in form.option_rows(method)] + [cfg.probe_epochs])
 
 
 def _method_config(method, num_layers, lora_r, lora_alpha, lora_dropout, lora_targets) -> dict:
-    return {"head": {}, "last_n": {"num_layers": num_layers},
-            "lora": {"r": lora_r, "alpha": lora_alpha, "dropout": lora_dropout,
-                     "target_modules": lora_targets or ""}}[method]
+    """The form's method fields -> the chosen method's options (its config class says which)."""
+    return get_method(method).pick_options({"num_layers": num_layers, "r": lora_r, "alpha": lora_alpha,
+                                            "dropout": lora_dropout, "target_modules": lora_targets or ""})
 
 
 def _run_config(train_file, test_file, text_col, label_col, model, method, hp, method_opts):
@@ -168,6 +169,7 @@ def config_to_form(config_file):
     opts = [mc.get("r", 8), mc.get("alpha", 16), mc.get("dropout", 0.1),
             ", ".join(mc.get("target_modules") or []) if isinstance(mc.get("target_modules"), (list, tuple))
             else (mc.get("target_modules") or "")]
+    n_shown, lora_shown = form.option_rows(cfg.method)
     here = versions()
     diff = [f"{k} {v} in the config, {here.get(k)} here" for k, v in doc.get("versions", {}).items()
             if here.get(k) != v]
@@ -176,6 +178,5 @@ def config_to_form(config_file):
            "Load the data in step 1 (the config's file path is not reused), then press **Start training**. "
            + ("Package versions differ: " + "; ".join(diff) + "." if diff else "Package versions match this server."))
     return ([cfg.model, cfg.method] + [getattr(t, f) for f in HP_FIELDS] + opts
-            + [gr.update(value=mc.get("num_layers", 2), visible=cfg.method == "last_n"),
-               gr.update(visible=cfg.method == "lora"), msg])
+            + [gr.update(value=mc.get("num_layers", 2), visible=n_shown), gr.update(visible=lora_shown), msg])
 

@@ -17,15 +17,19 @@ from peft_core.jobs import JobError, JobInfo
 from peft_core.methods import METHODS
 from peft_core.models import DEFAULT_MODELS
 
-TRAINS_ENCODER = ("last_n", "lora")
+def option_rows(method: str) -> tuple[bool, bool]:
+    """Method -> whether the N field and the LoRA row show: each when the method's config has its options."""
+    options = METHODS[method].options if method in METHODS else ()
+    return "num_layers" in options, "r" in options
 
 
 def method_widgets(method: str):
     """Method chosen (by the user, a config or a run) -> (encoder / adapter learning rate: label and
     visibility, N, the LoRA row, the warm-start epochs): only what the method uses is shown."""
-    trains = method in TRAINS_ENCODER
-    return (gr.update(label=views.LR_LABELS.get(method, views.LR_LABELS["head"]), visible=trains),
-            gr.update(visible=method == "last_n"), gr.update(visible=method == "lora"), gr.update(visible=trains))
+    m = METHODS.get(method)
+    trains = bool(m and m.trains_encoder)
+    return (gr.update(label=m.encoder_lr_label if trains else views.FROZEN_LR_LABEL, visible=trains),
+            *(gr.update(visible=v) for v in option_rows(method)), gr.update(visible=trains))
 
 
 def text_only(task: str):

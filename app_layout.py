@@ -78,7 +78,7 @@ def model_and_method(defaults, model_choices, default_model, method_choices):
     with gr.Row(equal_height=True, elem_id="method-opts"):
         w["num_layers"] = gr.Number(label="N (top encoder layers to train)", value=2, visible=False,
                                     elem_id="num-layers", info="1 = only the last layer; more adapts more, slower")
-        lr = gr.Number(label=views.LR_LABELS["head"], value=defaults.learning_rate, visible=False, elem_id="hp-lr",
+        lr = gr.Number(label=views.FROZEN_LR_LABEL, value=defaults.learning_rate, visible=False, elem_id="hp-lr",
                        info=views.LR_INFO)
         w["probe_epochs"] = gr.Number(label="Warm-start epochs (head first)", value=None,
                                       visible=False, elem_id="probe-epochs", info=views.PROBE_INFO)

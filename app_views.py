@@ -20,8 +20,7 @@ STATE_WORDS = {"queued": "Queued", "running": "Running", "cancelling": "Cancelli
 HISTORY_COLUMNS = ["started", "run", "data", "model · method", "settings", "accuracy", "macro-F1", "duration",
                    "status"]
 HISTORY_WIDTHS = ["11%", "14%", "14%", "12%", "18%", "8%", "8%", "7%", "8%"]  # headers and words fit on one line
-LR_LABELS = {"head": "Encoder learning rate (unused: the encoder stays frozen)",
-             "last_n": "Encoder learning rate (last N layers)", "lora": "LoRA adapter learning rate"}
+FROZEN_LR_LABEL = "Encoder learning rate (unused: the encoder stays frozen)"
 LR_INFO = "AdamW step size for the trained encoder layers or adapters"
 PROBE_INFO = "LP-FT: fit the head alone for up to this many epochs first; 0 = off"
 LOSS_COLUMNS = ["step", "loss"]
@@ -191,7 +190,7 @@ def _running_html(info: JobInfo, p: Progress) -> str:
         return phased
     if p.phase in ("preparing", "encoding"):
         return "Preparing: reading the data, loading the base model" + (
-            " and computing the frozen encoder's features once…" if info.method == "head" else "…")
+            " and computing the frozen encoder's features once…" if not _trains_encoder(info) else "…")
     if p.phase != "training":
         return PHASE_WORDS.get(p.phase, "Evaluating on the held-out test set and saving the model") + "…"
     epochs = info.params.get("epochs")
@@ -260,10 +259,17 @@ def _fmt(v, digits=4):
     return "" if v is None else round(v, digits)
 
 
+def _trains_encoder(j: JobInfo) -> bool:
+    return METHODS[j.method].trains_encoder if j.method in METHODS else True
+
+
 def _settings(j: JobInfo) -> str:
-    """Key settings in one cell: "4 epochs · lr 0.0001 / 0.01 · max_length 64" (no max_length for images)."""
+    """Key settings in one cell: "4 epochs · lr 0.0001 / 0.01 · max_length 64" (encoder / head learning rate;
+    only the head's for a frozen encoder; no max_length for images)."""
     p = j.params
-    text = f"{p.get('epochs')} epochs · lr {p.get('learning_rate')} / {p.get('head_learning_rate')}"
+    rates = (f"{p.get('learning_rate')} / {p.get('head_learning_rate')}" if _trains_encoder(j)
+             else f"{p.get('head_learning_rate')} (head)")
+    text = f"{p.get('epochs')} epochs · lr {rates}"
     return text if is_image_run(j) else text + f" · max_length {p.get('max_length')}"
 
 

@@ -64,9 +64,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _method_config(args) -> dict:
-    return {"head": {}, "last_n": {"num_layers": args.num_layers},
-            "lora": {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
-                     "target_modules": args.lora_targets}}.get(args.method, {})
+    """The method flags -> the chosen method's options (its config class says which)."""
+    return METHODS[args.method].pick_options({"num_layers": args.num_layers, "r": args.lora_r,
+                                              "alpha": args.lora_alpha, "dropout": args.lora_dropout,
+                                              "target_modules": args.lora_targets})
 
 
 def cmd_train(args) -> int:

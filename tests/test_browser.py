@@ -62,6 +62,7 @@ def open_and_load(page, url, csv_path):
     page.locator("#train-file input[type=file]").set_input_files(str(csv_path))
     expect(page.locator("#data-report")).to_contain_text("rows read", timeout=30_000)
     for elem, column in (("#text-col", "text"), ("#label-col", "label")):
+        expect(page.get_by_role("option")).to_have_count(0)  # the other picker's list has closed
         page.locator(f"{elem} input").click()
         page.get_by_role("option", name=column, exact=True).click()
         expect(page.locator(f"{elem} input")).to_have_value(column)
@@ -178,6 +179,10 @@ def test_image_task_upload_train_gallery_try_it_export_and_a_broken_zip(browser,
     page.locator("#export-btn").click()
     expect(page.locator("#export-md")).to_contain_text("Ready to download", timeout=240_000)
     expect(page.locator("#export-md")).to_contain_text("convolutions stay fp32")
+    expect(page.locator("#export-md")).to_contain_text("MB = 10^6 bytes")  # sizes in one unit, stated
+    link = page.locator("#bundle-file td.download a").first  # a signed link: Gradio would say "(size unknown)"
+    assert link.evaluate("a => [getComputedStyle(a).fontSize, getComputedStyle(a, '::after').content]") == [
+        "0px", '"download ⇣"']
     shot(page, "9_images_exported")
 
     broken = tmp_path / "broken.zip"

@@ -64,3 +64,15 @@ def test_method_configs_keep_good_values_as_numbers():
     lora = METHODS["lora"].config_cls(r=8.0, alpha=16, dropout=0)
     assert (lora.r, lora.alpha, lora.dropout) == (8, 16.0, 0.0) and isinstance(lora.r, int)
     assert METHODS["last_n"].config_cls(num_layers=3.0).num_layers == 3
+
+
+def test_each_method_takes_only_the_options_its_config_declares():
+    from peft_core.methods import METHODS
+
+    form = {"num_layers": 3, "r": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": "query"}
+    picked = {name: m.pick_options(form) for name, m in METHODS.items()}
+    assert picked["head"] == {} and picked["last_n"] == {"num_layers": 3}
+    assert picked["lora"] == {"r": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": "query"}
+    for name, m in METHODS.items():  # what the picked options build is the method's own config
+        assert m.config_cls(**picked[name]).to_dict().keys() == set(m.options)
+    assert [n for n, m in METHODS.items() if not m.trains_encoder] == ["head"]

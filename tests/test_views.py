@@ -1,4 +1,5 @@
 """Event-log following (peft_core.progress) and the app's pure formatting (app_views), on real event lines."""
+import dataclasses
 import json
 
 from app_views import compare_frame, history_frame, loss_frame, status_html, val_frame
@@ -67,7 +68,9 @@ def test_history_and_comparison_tables():
     jobs = [job("finished", started=1.0, finished=31.0, results=RESULTS), job("running", started=5.0)]
     h = history_frame(jobs)
     assert h.loc[0, "accuracy"] == 0.9875 and h.loc[0, "duration"] == "30 s" and h.loc[0, "status"] == "finished"
-    assert h.loc[1, "duration"] == "" and "lr 0.0 / 0.01" in h.loc[1, "settings"]
+    assert h.loc[1, "duration"] == "" and "lr 0.01 (head)" in h.loc[1, "settings"]  # a frozen encoder has no lr
+    lora = dataclasses.replace(jobs[1], method="lora", params=dict(jobs[1].params, learning_rate=0.001))
+    assert "lr 0.001 / 0.01" in history_frame([lora]).loc[0, "settings"]  # encoder (adapter) / head
     c = compare_frame(jobs[:1])
     assert dict(zip(c[""], c["abababab"]))["test accuracy"] == "0.9875"
     assert dict(zip(c[""], c["abababab"]))["method"] == "Linear probe (head only)"

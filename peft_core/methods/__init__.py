@@ -6,7 +6,7 @@ freezes / wraps the model so only the chosen parameters train, plus the training
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 from torch import nn
@@ -25,13 +25,32 @@ class Method:
     apply: Callable
     train_defaults: dict = field(default_factory=dict)
     merge: Callable | None = None  # turns a wrapped model back into a plain one before saving/export
+    # what TrainConfig.learning_rate means for this method (the app's label); None: the encoder stays frozen and
+    # its features are computed once
+    encoder_lr_label: str | None = None
+
+    @property
+    def trains_encoder(self) -> bool:
+        """True when encoder weights (layers or adapters) train, i.e. ``learning_rate`` is used."""
+        return self.encoder_lr_label is not None
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The method's own option names: the fields of its config class (e.g. ``("num_layers",)``)."""
+        return tuple(f.name for f in fields(self.config_cls))
+
+    def pick_options(self, values: dict) -> dict:
+        """``values`` (every method's options by name, from a form or CLI flags) -> this method's options."""
+        return {k: values[k] for k in self.options if k in values}
 
 
 METHODS: dict[str, Method] = {
     m.name: m for m in (
         Method("head", "Linear probe (head only)", head.HeadConfig, head.apply, head.TRAIN_DEFAULTS),
-        Method("last_n", "Last N layers + head", last_n.LastNConfig, last_n.apply, last_n.TRAIN_DEFAULTS),
-        Method("lora", "LoRA adapters + head", lora.LoraMethodConfig, lora.apply, lora.TRAIN_DEFAULTS, lora.merge),
+        Method("last_n", "Last N layers + head", last_n.LastNConfig, last_n.apply, last_n.TRAIN_DEFAULTS,
+               encoder_lr_label="Encoder learning rate (last N layers)"),
+        Method("lora", "LoRA adapters + head", lora.LoraMethodConfig, lora.apply, lora.TRAIN_DEFAULTS, lora.merge,
+               encoder_lr_label="LoRA adapter learning rate"),
     )
 }
 
