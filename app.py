@@ -40,7 +40,7 @@ from peft_core.models import DEFAULT_MODEL  # noqa: E402
 PRIVATE = dict(api_visibility="private")  # page-only events: not in the API
 # Download lists hold signed links, whose size Gradio cannot know: it would print "(size unknown)" beside each.
 # The export summary gives the sizes (MB = 10^6 bytes, the unit of the whole page), so the link just says so.
-CSS = """#bundle-file td.download a { font-size: 0; }
+CSS = """#bundle-file td.download a { font-size: 0; display: inline-block; }
 #bundle-file td.download a::after { content: "download ⇣"; font-size: var(--text-md); }"""
 
 
