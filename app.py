@@ -122,8 +122,10 @@ def _wire_runs(demo, owner, view, timer, d, t, u, h) -> None:
     u["text_in"].submit(try_it, [owner, t["run"], u["text_in"]], u["label_out"], concurrency_limit=None, **PRIVATE)
     u["export_btn"].click(export_bundle, [owner, t["run"]], [u["export_md"], u["parity"], u["bundle"]],
                           api_name="export", concurrency_id="export", concurrency_limit=1)
-    h["compare_pick"].change(compare_runs, [owner, h["compare_pick"]],
-                             [h["compare"], h["compare_curves"], h["compare_f1"], h["compare_col"]], **PRIVATE)
+    # the chart is cleared first: Gradio's chart keeps the last value's axis type and series until given None
+    h["compare_pick"].change(lambda: None, None, h["compare_curves"], **PRIVATE).then(
+        compare_runs, [owner, h["compare_pick"]],
+        [h["compare"], h["compare_curves"], h["compare_f1"], h["compare_col"]], **PRIVATE)
     h["config_up"].upload(config_to_form, h["config_up"],
                           [d["model"], d["method"]] + d["hp"] + method_opts[1:]
                           + [d["num_layers"], d["lora_row"], h["config_msg"]], **PRIVATE)

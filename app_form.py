@@ -125,7 +125,7 @@ def compare(manager, owner: str, run_ids):
     reports = {views.run_title(j): _report(manager, j.id) for j in runs}
     curves = views.compare_curves({k: r.get("training", {}).get("history", []) for k, r in reports.items()})
     f1 = views.compare_per_class({k: r.get("evaluation", {}).get("per_class", []) for k, r in reports.items()})
-    return views.compare_frame(runs), curves, f1, gr.update(visible=bool(runs))
+    return views.compare_frame(runs), curves if len(curves) else None, f1, gr.update(visible=bool(runs))
 
 
 def run_lists(manager, owner: str, runs: list[JobInfo]) -> dict:

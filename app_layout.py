@@ -139,9 +139,10 @@ def train():
             w["loss_plot"] = gr.LinePlot(views.loss_frame(None), x="step", y="loss", title="Training loss per step",
                                          x_title="optimizer step", y_title="cross-entropy", height=260,
                                          visible=False, elem_id="loss-plot")
-            w["val_plot"] = gr.ScatterPlot(views.val_chart(None), x="epoch", y="value", color="metric",
+            w["val_plot"] = gr.ScatterPlot(None, x="epoch", y="value", color="metric",
                                            title="Validation scores per epoch", x_title="epoch",
                                            y_title="score (0-1)", height=260, sort=views.EPOCH_ORDER,
+                                           x_axis_format="d",
                                            visible=False, elem_id="val-plot")
         w["log"] = gr.Textbox(label="Log (latest lines)", lines=4, max_lines=12, interactive=False,
                               elem_id="run-log")
@@ -205,9 +206,10 @@ def history():
             w["compare"] = gr.Dataframe(views.compare_frame([]), label="Side by side", interactive=False, wrap=True,
                                         max_height=2000, elem_id="compare")
             with gr.Row():
-                w["compare_curves"] = gr.ScatterPlot(views.compare_curves({}), x="epoch", y="validation macro-F1",
+                w["compare_curves"] = gr.ScatterPlot(None, x="epoch", y="validation macro-F1",
                                                      color="run", title="Validation macro-F1 per epoch",
                                                      x_title="epoch", height=280, sort=views.EPOCH_ORDER,
+                                                     x_axis_format="d",
                                                      elem_id="compare-curves")
                 w["compare_f1"] = gr.Dataframe(views.compare_per_class({}), label="Per-class test F1",
                                                interactive=False, max_height=2000, elem_id="compare-f1")

@@ -141,11 +141,15 @@ def poll(owner, run_id, view, request: gr.Request = None):
     if status != view.get("status"):
         view["status"], out["status"] = status, status
     live = (info.id, p.step, len(p.val), len(p.log), p.phase) if info else None
-    if live != view.get("live"):
+    if info and view.get("live") and view["live"][0] != info.id:
+        # another run: Gradio's chart keeps the last run's axis type and series (colors) until it is given
+        # None, so clear it now and draw the new run's curves at the next tick
+        view["live"], out["val_plot"] = None, gr.update(value=None)
+    elif live != view.get("live"):
         view["live"] = live
-        loss, val = views.loss_frame(p), views.val_chart(p)
+        loss, val = views.loss_frame(p), views.val_chart(p, info.params.get("epochs") if info else None)
         out |= {"loss_plot": gr.update(value=loss, visible=len(loss) > 0),
-                "val_plot": gr.update(value=val, visible=len(val) > 0), "log": views.log_text(p, info),
+                "val_plot": gr.update(value=val if len(val) else None, visible=len(val) > 0), "log": views.log_text(p, info),
                 "live_col": gr.update(visible=info is not None)}
     # results refresh when the run, its state or its report.json changes (a run can end before its report is read)
     shown = (info.id, info.state, info.has_model, (state.jobs().dir(info.id) / "report.json").is_file()) if info else None

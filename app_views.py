@@ -210,14 +210,27 @@ def val_frame(p: Progress | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=VAL_COLUMNS).astype({"epoch": "int64", "value": "float64", "metric": "str"})
 
 
-def val_chart(p: Progress | None) -> pd.DataFrame:
-    """:func:`val_frame` for the page's chart: epochs as text ("1", "2", ...) so the axis shows whole epochs
-    (the chart orders them with :data:`EPOCH_ORDER`)."""
+def val_chart(p: Progress | None, max_epochs: int | None = None) -> pd.DataFrame:
+    """:func:`val_frame` for the page's chart, epochs as :func:`epoch_axis` gives them for a run of at most
+    ``max_epochs`` epochs (one axis type for the whole run)."""
     frame = val_frame(p)
-    return frame.assign(epoch=frame["epoch"].astype(str))
+    return frame.assign(epoch=epoch_axis(frame["epoch"], max_epochs))
 
 
 EPOCH_ORDER = [str(e) for e in range(1, 1001)]  # x order of epoch charts (text epochs would sort "10" < "2")
+TEXT_EPOCHS_UP_TO = 20  # beyond this many epochs a labelled category per epoch crowds the axis
+
+
+def epoch_axis(epochs: pd.Series, max_epochs: int | None = None) -> pd.Series:
+    """Epoch numbers for a chart's x axis: as text ("1", "2", ... one category each, ordered by
+    :data:`EPOCH_ORDER`) up to :data:`TEXT_EPOCHS_UP_TO` epochs, so a short run shows every whole epoch and no
+    "1.5"; as int64 beyond, so the axis picks a few whole-number ticks (the chart formats them with "d").
+    ``max_epochs``: decide by this instead of the epochs present (a live run keeps one axis type)."""
+    top = max_epochs if isinstance(max_epochs, (int, float)) and max_epochs == max_epochs else (
+        epochs.max() if not epochs.empty else 0)
+    if top <= TEXT_EPOCHS_UP_TO:
+        return epochs.astype(int).astype(str)
+    return epochs.astype("int64")
 
 
 def log_text(p: Progress | None, info: JobInfo | None) -> str:
@@ -302,7 +315,8 @@ def compare_frame(jobs: list[JobInfo]) -> pd.DataFrame:
             "trainable parameters": lambda j: f"{j.results.get('trainable_parameters', 0):,}",
             "trainable %": lambda j: _fmt(j.results.get("trainable_pct"), 3),
             "epochs (max)": lambda j: j.params.get("epochs"),
-            "encoder / head lr": lambda j: f"{j.params.get('learning_rate')} / {j.params.get('head_learning_rate')}",
+            "encoder / head lr": lambda j: (f"{j.params.get('learning_rate') if _trains_encoder(j) else 'frozen'}"
+                                            f" / {j.params.get('head_learning_rate')}"),
             "max_length (tokens)": lambda j: "" if is_image_run(j) else j.params.get("max_length"),
             "duration": lambda j: _secs(j.duration_s) if j.started else ""}
     if not text:
@@ -314,13 +328,14 @@ def compare_frame(jobs: list[JobInfo]) -> pd.DataFrame:
 
 
 def compare_curves(histories: dict[str, list[dict]]) -> pd.DataFrame:
-    """Validation macro-F1 per epoch of several runs, long format (epoch as text, value, run) for one chart
-    with a series per run. ``histories``: run label -> its report.json training history (dicts with epoch,
+    """Validation macro-F1 per epoch of several runs, long format (epoch per :func:`epoch_axis`, value, run) for
+    one chart with a series per run. ``histories``: run label -> its report.json training history (dicts with epoch,
     val_macro_f1)."""
-    rows = [(str(int(h["epoch"])), float(h["val_macro_f1"]), label)
+    rows = [(int(h["epoch"]), float(h["val_macro_f1"]), label)
             for label, hist in histories.items() for h in hist if h.get("val_macro_f1") is not None]
-    return pd.DataFrame(rows, columns=["epoch", "validation macro-F1", "run"]).astype(
-        {"epoch": "str", "validation macro-F1": "float64", "run": "str"})
+    frame = pd.DataFrame(rows, columns=["epoch", "validation macro-F1", "run"]).astype(
+        {"epoch": "int64", "validation macro-F1": "float64", "run": "str"})
+    return frame.assign(epoch=epoch_axis(frame["epoch"]))
 
 
 def compare_per_class(per_class: dict[str, list[dict]]) -> pd.DataFrame:

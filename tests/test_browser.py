@@ -322,6 +322,8 @@ def test_named_runs_reload_refills_the_form_results_render_and_compare_overlays(
         page.locator("#compare-pick").get_by_text(name).click()
     expect(page.locator("#compare")).to_contain_text("sms_sample_400.csv", timeout=15_000)
     expect(page.locator("#compare-curves")).to_be_visible()
+    for name in ("probe first", "last two layers"):  # a series per run in the overlaid curves (legend)
+        expect(page.locator("#compare-curves")).to_contain_text(name, timeout=15_000)
     for name in ("probe first", "last two layers"):  # one column per run (the table fills as the runs load)
         expect(page.locator("#compare-f1 th").filter(has_text=name)).to_have_count(1, timeout=15_000)
     expect(page.locator("#compare-f1")).to_contain_text("spam")

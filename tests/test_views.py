@@ -74,6 +74,7 @@ def test_history_and_comparison_tables():
     c = compare_frame(jobs[:1])
     assert dict(zip(c[""], c["abababab"]))["test accuracy"] == "0.9875"
     assert dict(zip(c[""], c["abababab"]))["method"] == "Linear probe (head only)"
+    assert dict(zip(c[""], c["abababab"]))["encoder / head lr"] == "frozen / 0.01"
 
 
 def test_an_uploaded_config_fills_the_form_and_names_version_differences(tmp_path):
@@ -136,7 +137,9 @@ def test_compare_overlays_curves_and_per_class_f1_of_each_run():
     hist = {"a": [{"epoch": 1, "val_macro_f1": 0.5}, {"epoch": 2, "val_macro_f1": 0.7}],
             "b": [{"epoch": 1, "val_macro_f1": 0.6}]}
     curves = compare_curves(hist)
-    assert curves.values.tolist() == [["1", 0.5, "a"], ["2", 0.7, "a"], ["1", 0.6, "b"]]
+    assert curves.values.tolist() == [["1", 0.5, "a"], ["2", 0.7, "a"], ["1", 0.6, "b"]]  # one category per epoch
+    long = compare_curves({"a": [{"epoch": e, "val_macro_f1": 0.5} for e in range(1, 61)]})
+    assert long["epoch"].dtype == "int64" and long["epoch"].tolist() == list(range(1, 61))  # a numeric axis
     f1 = compare_per_class({"a": [{"label": "ham", "f1": 0.99}, {"label": "spam", "f1": 0.9}],
                             "b": [{"label": "spam", "f1": 0.8}, {"label": "ham", "f1": 0.97}]})
     assert f1.columns.tolist() == ["label", "F1 a", "F1 b"]
@@ -267,3 +270,14 @@ def test_method_fields_follow_the_method():
     assert lr["label"] == "Encoder learning rate (last N layers)" and n["visible"] and not lora["visible"]
     lr, n, lora, probe = app_form.method_widgets("head")
     assert not (lr["visible"] or n["visible"] or lora["visible"] or probe["visible"])
+
+
+def test_epoch_axis_is_one_category_per_epoch_for_short_runs_and_numeric_for_long_ones():
+    import pandas as pd
+
+    from app_views import epoch_axis
+
+    assert epoch_axis(pd.Series([1, 2])).tolist() == ["1", "2"]  # no "1.5" tick between two epochs
+    assert epoch_axis(pd.Series(range(1, 31))).dtype == "int64"  # 30 labels would crowd the axis
+    assert epoch_axis(pd.Series([1, 2]), max_epochs=60).dtype == "int64"  # a 60-epoch run keeps one axis type
+    assert epoch_axis(pd.Series([], dtype="int64"), max_epochs=4).tolist() == []
