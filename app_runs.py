@@ -149,7 +149,8 @@ def poll(owner, run_id, view, request: gr.Request = None):
         view["live"] = live
         loss, val = views.loss_frame(p), views.val_chart(p, info.params.get("epochs") if info else None)
         out |= {"loss_plot": gr.update(value=loss, visible=len(loss) > 0),
-                "val_plot": gr.update(value=val if len(val) else None, visible=len(val) > 0), "log": views.log_text(p, info),
+                "val_plot": gr.update(value=val if len(val) else None, visible=len(val) > 0),
+                "log": views.log_text(p, info),
                 "live_col": gr.update(visible=info is not None)}
     # results refresh when the run, its state or its report.json changes (a run can end before its report is read)
     shown = (info.id, info.state, info.has_model, (state.jobs().dir(info.id) / "report.json").is_file()) if info else None

@@ -226,8 +226,7 @@ def epoch_axis(epochs: pd.Series, max_epochs: int | None = None) -> pd.Series:
     :data:`EPOCH_ORDER`) up to :data:`TEXT_EPOCHS_UP_TO` epochs, so a short run shows every whole epoch and no
     "1.5"; as int64 beyond, so the axis picks a few whole-number ticks (the chart formats them with "d").
     ``max_epochs``: decide by this instead of the epochs present (a live run keeps one axis type)."""
-    top = max_epochs if isinstance(max_epochs, (int, float)) and max_epochs == max_epochs else (
-        epochs.max() if not epochs.empty else 0)
+    top = max_epochs or (epochs.max() if len(epochs) else 0)
     if top <= TEXT_EPOCHS_UP_TO:
         return epochs.astype(int).astype(str)
     return epochs.astype("int64")
