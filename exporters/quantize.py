@@ -60,7 +60,7 @@ class QuantReport:
         verdict = "offered as the default download" if self.acceptable else \
             f"FLAGGED: loses more than {100 * self.max_accuracy_drop:.1f} points, fp32 stays the default"
         return (f"int8: held-out accuracy {self.int8_accuracy:.4f} vs fp32 {self.fp32_accuracy:.4f} "
-                f"({100 * -self.accuracy_drop:+.2f} pt), same label as fp32 on {100 * self.label_agreement:.2f}% "
+                f"({round(100 * -self.accuracy_drop, 2) + 0.0:+.2f} pt), same label as fp32 on {100 * self.label_agreement:.2f}% "
                 f"of {self.rows} rows; {verdict}.")
 
 

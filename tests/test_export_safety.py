@@ -94,3 +94,14 @@ def test_export_reports_each_phase_until_done(head_run, tmp_path):
     assert [e for e in events if e.message == "int8"][-1].total_steps == len(head_run.data.splits["test"])
     assert [e for e in events if e.message == "bundle"][-1].total_steps == 2
     assert len([e for e in events if e.message == "parity"]) > 4  # reported while it runs, not only at the ends
+
+
+def test_int8_summary_never_says_minus_zero_points():
+    from exporters.quantize import QuantReport
+
+    same = QuantReport("m.onnx", 90, 60, rows=1115, fp32_accuracy=0.9857, int8_accuracy=0.9857,
+                       label_agreement=1.0, max_abs_diff=0.01, max_accuracy_drop=0.01, seconds=1.0)
+    assert "(+0.00 pt)" in same.summary()
+    worse = QuantReport("m.onnx", 90, 60, rows=80, fp32_accuracy=0.9875, int8_accuracy=0.975,
+                        label_agreement=0.9875, max_abs_diff=0.01, max_accuracy_drop=0.01, seconds=1.0)
+    assert "(-1.25 pt)" in worse.summary() and "FLAGGED" in worse.summary()
