@@ -30,7 +30,7 @@ from app_components import _image_or_message, _links_only, _type_checked_by_read
 from app_data import (config_to_form, count_trainable, load_preview, method_defaults,  # noqa: E402,F401
                       task_changed, _image_preview)
 from app_runs import (POLL_OUTPUTS, _picker, cancel_run, compare_runs, delete_run, export_bundle,  # noqa: E402,F401
-                      list_runs, new_owner, on_load, poll, run_status, train_model, try_image, try_it)
+                      list_runs, new_owner, on_load, poll, quota_line, run_status, train_model, try_image, try_it)
 from app_state import (EXAMPLE, HP_FIELDS, IMAGE_EXAMPLE, METHOD_CHOICES, MODEL_CHOICES,  # noqa: E402,F401
                        browser_secret, cache_cleanup, jobs)
 from peft_core.limits import Limits  # noqa: E402
@@ -121,7 +121,8 @@ def _wire_runs(demo, owner, view, timer, d, t, u, h) -> None:
                            concurrency_limit=None)
     u["text_in"].submit(try_it, [owner, t["run"], u["text_in"]], u["label_out"], concurrency_limit=None, **PRIVATE)
     u["export_btn"].click(export_bundle, [owner, t["run"]], [u["export_md"], u["parity"], u["bundle"]],
-                          api_name="export", concurrency_id="export", concurrency_limit=1)
+                          api_name="export", concurrency_id="export", concurrency_limit=1
+                          ).then(quota_line, owner, h["quota_md"], **PRIVATE)  # the bundles take disk
     # the chart is cleared first: Gradio's chart keeps the last value's axis type and series until given None
     h["compare_pick"].change(lambda: None, None, h["compare_curves"], **PRIVATE).then(
         compare_runs, [owner, h["compare_pick"]],

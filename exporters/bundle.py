@@ -51,7 +51,7 @@ Fine-tuned from **{base['source']}** (license: {base['license']}) with **{cfg['m
 trained ({100 * cfg['trainable_parameters'] / cfg['total_parameters']:.3g}%).
 
 ## Data
-Source file `{Path(data.get('source', '?')).name}`; split sizes {data.get('split_sizes', {})};
+Source file `{Path(data.get('source', '?')).name}`; split sizes {_sizes(data.get('split_sizes', {}))};
 {len(cfg['id2label'])} labels: {labels}.
 
 ## Held-out results ({m['split']}, {m['n']} rows)
@@ -72,6 +72,11 @@ fp32 export vs PyTorch: {cfg['parity']['summary']}
 ```
 Limitations: trained on the data above only; scores come from one held-out split and can differ on other data.
 """
+
+
+def _sizes(split_sizes: dict) -> str:
+    """{"train": 3901, "test": 1115} -> "train 3,901, test 1,115" (rows or images per split)."""
+    return ", ".join(f"{name} {n:,}" for name, n in split_sizes.items()) or "?"
 
 
 def _options(method_config: dict) -> str:

@@ -101,8 +101,12 @@ def test_upload_train_watch_export_download_and_run_the_bundle(browser, url, sms
     expect(page.locator("#run-log textarea")).to_have_value(re.compile("training finished after"))
     shot(page, "3_finished_results")
 
+    used = lambda: int(re.search(r"use ([\d,]+) MB", page.locator("#quota").inner_text()).group(1).replace(",", ""))  # noqa: E731
+    before = used()
     page.locator("#export-btn").click()
     expect(page.locator("#export-md")).to_contain_text("Ready to download", timeout=240_000)
+    expect(page.locator("#quota")).not_to_contain_text(f"use {before:,} MB", timeout=10_000)
+    assert used() > before + 40  # the two bundles (tens of MB) are counted at once, not at the next reload
     shot(page, "4_exported")
     with page.expect_download(timeout=30_000) as dl:
         page.locator("#bundle-file a").first.click()

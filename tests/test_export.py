@@ -103,6 +103,8 @@ def test_bundle_contents_and_predict_script(head_run, head_export, tmp_path):
     assert cfg["data"]["source"] == "sms_small.csv"  # the file name only: no server path leaks into the bundle
     card = (folder / "README.md").read_text()
     assert "apache-2.0" in card and f"{head_run.eval_report.accuracy:.4f}" in card
+    sizes = ", ".join(f"{k} {v:,}" for k, v in cfg["data"]["split_sizes"].items())
+    assert f"split sizes {sizes};" in card and "{" not in card.split("## Data")[1].split("##")[0]  # words, no dict
 
     test = head_run.data.splits["test"]
     texts = list(test["text"])
