@@ -135,7 +135,12 @@ def run_lists(manager, owner: str, runs: list[JobInfo]) -> dict:
             "run": gr.update(choices=[views.run_choice(j) for j in runs], visible=bool(runs)),
             "compare_pick": gr.update(choices=[views.run_choice(j) for j in runs if j.has_model]),
             "runs_col": gr.update(visible=bool(runs)),
-            "quota_md": views.quota_text(manager.disk_usage(owner), manager.max_user_disk_mb) if runs else ""}
+            "quota_md": quota_line(manager, owner, runs)}
+
+
+def quota_line(manager, owner: str, runs: list[JobInfo]) -> str:
+    """Step 5's disk use against the per-owner quota ("" while the owner has no runs)."""
+    return views.quota_text(manager.disk_usage(owner), manager.max_user_disk_mb) if runs else ""
 
 
 def shown(manager, info: JobInfo | None, metrics, per_class, cm, miss, ready: bool) -> dict:

@@ -180,10 +180,10 @@ def run_status(owner: str, run_id: str) -> dict:
 @user_errors
 def quota_line(owner) -> str:
     """The owner's disk use against the per-user quota (step 5), e.g. after an export added its bundles."""
-    runs = _mine(owner)
-    return views.quota_text(state.jobs().disk_usage(owner), state.jobs().max_user_disk_mb) if runs else ""
+    return form.quota_line(state.jobs(), owner, _mine(owner))
 
 
+@user_errors
 def list_runs(owner: str) -> list:
     """Your runs, newest first (the records /status returns, without progress)."""
     return [j.to_dict() | {"owner": None} for j in state.jobs().list(owner)]

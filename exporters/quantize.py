@@ -59,8 +59,9 @@ class QuantReport:
                     f"{self.rows} held-out rows.")
         verdict = "offered as the default download" if self.acceptable else \
             f"FLAGGED: loses more than {100 * self.max_accuracy_drop:.1f} points, fp32 stays the default"
+        change = round(100 * -self.accuracy_drop, 2) + 0.0  # + 0.0: a zero change prints "+0.00", not "-0.00"
         return (f"int8: held-out accuracy {self.int8_accuracy:.4f} vs fp32 {self.fp32_accuracy:.4f} "
-                f"({round(100 * -self.accuracy_drop, 2) + 0.0:+.2f} pt), same label as fp32 on {100 * self.label_agreement:.2f}% "
+                f"({change:+.2f} pt), same label as fp32 on {100 * self.label_agreement:.2f}% "
                 f"of {self.rows} rows; {verdict}.")
 
 

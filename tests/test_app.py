@@ -97,6 +97,8 @@ def test_errors_reach_the_user_as_messages(client, sms_small, tmp_path):
     assert "failed: model folder not found" in st["log"][-1]
     with pytest.raises(AppError, match="owner token"):
         client.predict("", run_id, api_name="/status")
+    with pytest.raises(AppError, match="owner token"):  # a message, not Gradio's generic error
+        client.predict("", api_name="/runs")
 
 
 def test_predict_before_training_says_what_to_do(client):
