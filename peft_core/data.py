@@ -146,7 +146,8 @@ def _file_names(train_file, test_file) -> list[str]:
 
 
 def prepare_data(train_file: str | Path, test_file: str | Path | None = None, *, text_column: str | None = None,
-                 label_column: str | None = None, test_fraction: float = 0.2, validation_fraction: float = 0.1,
+                 label_column: str | None = None, task: str | None = None, text_pair_column: str | None = None,
+                 label_separator: str | None = None, test_fraction: float = 0.2, validation_fraction: float = 0.1,
                  seed: int = 42, limits: Limits | None = None,
                  extract_dir: str | Path | None = None) -> PreparedData:
     """Load, validate and split an upload for text classification (or, for a ``.zip`` of class folders, image

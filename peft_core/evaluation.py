@@ -32,6 +32,18 @@ class EvalReport:
     confusion: list[list[int]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     macro_over: int | None = None  # classes the macro averages are over (None: all; reports before the field)
+    task: str = "single_label"
+
+    headline_name = "macro-F1"
+
+    @property
+    def headline(self) -> float:
+        """The score the run is summed up by (history, compare): macro-F1."""
+        return self.macro_f1
+
+    @property
+    def baseline_headline(self) -> float:
+        return self.baseline_macro_f1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -168,9 +180,11 @@ def plot_confusion(report: EvalReport, path: str | Path) -> Path:
     return Path(path)
 
 
-def plot_training(step_losses: Sequence[float], history: Sequence[dict], path: str | Path) -> Path:
-    """Loss curve: training loss per step (light) and its moving average, validation loss per epoch, and
-    validation macro-F1 on a second axis. Writes a PNG and returns its path."""
+def plot_training(step_losses: Sequence[float], history: Sequence[dict], score_name: str,
+                  path: str | Path) -> Path:
+    """Loss curve: training loss per step (light) and its moving average, validation loss per epoch, and the
+    validation score (``val_score``, named ``score_name``; ``val_macro_f1`` in histories saved before task kinds)
+    on a second axis. Writes a PNG and returns its path."""
     import matplotlib.pyplot as plt
 
     fig, ax = _figure(8, 4.5)
@@ -184,11 +198,12 @@ def plot_training(step_losses: Sequence[float], history: Sequence[dict], path: s
     ep_steps = [h["epoch"] * per_epoch for h in history]
     ax.plot(ep_steps, [h["val_loss"] for h in history], "o-", color="#e6550d", label="validation loss")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy loss")
+    ax.set_ylabel("training loss")
     ax2 = ax.twinx()
-    ax2.plot(ep_steps, [h["val_macro_f1"] for h in history], "s--", color="#31a354", label="validation macro-F1")
-    ax2.set_ylabel("validation macro-F1")
-    ax2.set_ylim(0, 1.02)
+    scores = [h.get("val_score", h.get("val_macro_f1")) for h in history]
+    ax2.plot(ep_steps, scores, "s--", color="#31a354", label=f"validation {score_name}")
+    ax2.set_ylabel(f"validation {score_name}")
+    ax2.set_ylim(min(0.0, *[v for v in scores if v is not None and np.isfinite(v)] or [0.0]), 1.02)
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="center right", fontsize=8)

@@ -20,13 +20,24 @@ def is_image_processor(processor) -> bool:
     return isinstance(processor, ImagePreprocessor)
 
 
+def _columns(texts: Sequence) -> tuple[list[str], ...]:
+    """Tokenizer arguments: ``(texts,)``, or ``(first texts, second texts)`` when the items are (text, text_pair)
+    tuples (encoded as one sequence pair: ``[CLS] a [SEP] b [SEP]`` with ``token_type_ids`` 0 then 1 for BERT;
+    truncation "longest_first", the tokenizers' default)."""
+    texts = list(texts)
+    if texts and isinstance(texts[0], (tuple, list)):
+        return [str(a) for a, _ in texts], [str(b) for _, b in texts]
+    return (texts,)
+
+
 def batch_inputs(tokenizer, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
-    """Tokenize one batch: int64 tensors [batch, longest-in-batch], truncated to ``max_length`` tokens.
+    """Tokenize one batch: int64 tensors [batch, longest-in-batch], truncated to ``max_length`` tokens; items may
+    be (text, text_pair) tuples (see :func:`_columns`).
     With an ``images.ImagePreprocessor`` instead of a tokenizer, ``texts`` are images (paths or PIL) and the
     result is ``{"pixel_values": float32 [batch, 3, H, W]}`` (``max_length`` unused)."""
     if is_image_processor(tokenizer):
         return tokenizer(list(texts))
-    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    enc = tokenizer(*_columns(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     return {k: v for k, v in enc.items() if k in MODEL_INPUTS}
 
 
@@ -35,7 +46,7 @@ def token_lengths(tokenizer, texts: Sequence[str], max_length: int) -> np.ndarra
     (every image is resized to the same shape, so there is nothing to sort by)."""
     if is_image_processor(tokenizer):
         return np.zeros(len(texts), dtype=np.int64)
-    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    ids = tokenizer(*_columns(texts), truncation=True, max_length=max_length)["input_ids"]
     return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
 
 

@@ -25,10 +25,11 @@ from typing import Sequence
 from .callbacks import Callback, Control, JsonlLogger, Phase, ProgressEvent, StopRequested
 from .data import PreparedData, prepare_data, split_inputs
 from .errors import ConfigError, NonFiniteError, RunCancelled
-from .evaluation import EvalReport, evaluate, plot_confusion, plot_misclassified, plot_training
+from .evaluation import EvalReport, plot_training
 from .methods import count_parameters, get_method
 from .models import DEFAULT_MODELS, ModelSpec, get_spec, load_backbone
 from .modeling import TextClassifier, make_classifier, save_classifier
+from .tasks import get_task
 from .training import TrainConfig, TrainResult, make_accelerator, train
 
 
@@ -42,12 +43,18 @@ class RunConfig:
         model: registry key (e.g. "minilm", "efficientnet-lite0"), local folder, or Hub ID; empty: the bundled
             model for the data (``models.DEFAULT_MODELS``: minilm for tables, efficientnet-lite0 for image zips).
         method: key of ``peft_core.methods.METHODS``; method_config: fields of that method's config class.
+        task: key of ``peft_core.tasks.TASKS`` (None: inferred from the data, see ``peft_core.data``);
+            text_pair_column: the second text of pair tasks (None: inferred from well-known column pairs);
+            label_separator: multi-label strings' separator (None: inferred).
     """
 
     train_file: str
     test_file: str | None = None
     text_column: str | None = None
     label_column: str | None = None
+    task: str | None = None
+    text_pair_column: str | None = None
+    label_separator: str | None = None
     model: str = ""
     method: str = "head"
     method_config: dict = field(default_factory=dict)
@@ -58,6 +65,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if isinstance(self.train, dict):
             self.train = TrainConfig(**self.train)
+        if self.task:
+            self.task = get_task(self.task).name
         method = get_method(self.method)
         try:
             method.config_cls(**self.method_config)
@@ -170,7 +179,7 @@ def fine_tune(cfg: RunConfig, run_dir: str | Path, callbacks: Sequence[Callback]
         (run_dir / "config.json").write_text(json.dumps({"run": cfg.to_dict(), "versions": versions()}, indent=2))
     for cb in listeners:
         cb(ProgressEvent("message", message=trainable_summary(trainable, total)))
-    result = train(model, tokenizer, data.splits, tcfg, listeners, control, accelerator=acc)
+    result = train(model, tokenizer, data.splits, tcfg, listeners, control, accelerator=acc, task=data.task)
     if result.cancelled and not result.best_epoch:
         raise RunCancelled(phase=result.cancelled_in)
     method = get_method(cfg.method)
@@ -179,20 +188,32 @@ def fine_tune(cfg: RunConfig, run_dir: str | Path, callbacks: Sequence[Callback]
             model.save_pretrained(str(run_dir / "adapter"))
         model = method.merge(model)
     model.eval()
-    test = data.splits["test"]
-    evaluating = Phase(lambda ev: [cb(ev) for cb in listeners], "evaluating", len(test),
-                       None if result.cancelled else control)
-    try:
-        logits = predict_sharded(acc, model, tokenizer, split_inputs(test), tcfg.max_length, evaluating)
-    except StopRequested:
-        raise RunCancelled("cancelled during the held-out evaluation: the trained model was not evaluated, so "
-                           "there is no model to offer", "evaluating") from None
-    report = evaluate(test["label"], logits, data.task.labels, data.splits["train"]["label"], "test")
+    logits, report = _evaluate(acc, model, tokenizer, data, tcfg, listeners, None if result.cancelled else control)
     run = Run(run_dir, cfg, data, spec, model, tokenizer, tcfg, trainable, total, result, report, logits, {})
     if main:
         _save(run, modality, acc.num_processes)
     acc.wait_for_everyone()
     return run
+
+
+def _evaluate(acc, model, tokenizer, data: PreparedData, tcfg: TrainConfig, listeners, control) -> tuple:
+    """The "evaluating" phase of :func:`fine_tune`: fit the task kind's decision rule on the validation split
+    when it has one (multi-label thresholds, into ``data.task``), then predict and score the held-out split.
+    Returns (test logits float32 [n, num_labels], the kind's report). Raises RunCancelled when stopped."""
+    kind, test, val = get_task(data.task), data.splits["test"], data.splits["validation"]
+    evaluating = Phase(lambda ev: [cb(ev) for cb in listeners], "evaluating", len(test), control)
+    try:
+        notes = []
+        if kind.calibrates:
+            val_logits = predict_sharded(acc, model, tokenizer, split_inputs(val), tcfg.max_length)
+            notes = kind.calibrate(data.task, val["label"], val_logits)
+        logits = predict_sharded(acc, model, tokenizer, split_inputs(test), tcfg.max_length, evaluating)
+    except StopRequested:
+        raise RunCancelled("cancelled during the held-out evaluation: the trained model was not evaluated, so "
+                           "there is no model to offer", "evaluating") from None
+    report = kind.evaluate(data.task, test["label"], logits, data.splits["train"]["label"], "test")
+    report.notes[:0] = notes
+    return logits, report
 
 
 def _prepare(cfg: RunConfig, run_dir: Path, data: PreparedData | None, phase: Phase) -> tuple:
@@ -203,7 +224,9 @@ def _prepare(cfg: RunConfig, run_dir: Path, data: PreparedData | None, phase: Ph
     try:
         phase.start()
         data = data or prepare_data(cfg.train_file, cfg.test_file, text_column=cfg.text_column,
-                                    label_column=cfg.label_column, test_fraction=cfg.test_fraction,
+                                    label_column=cfg.label_column, task=cfg.task,
+                                    text_pair_column=cfg.text_pair_column, label_separator=cfg.label_separator,
+                                    test_fraction=cfg.test_fraction,
                                     validation_fraction=cfg.validation_fraction, seed=cfg.train.seed,
                                     extract_dir=images_dir(run_dir))
         phase.advance()
@@ -222,17 +245,21 @@ def _prepare(cfg: RunConfig, run_dir: Path, data: PreparedData | None, phase: Ph
 def _save(run: Run, modality: str, processes: int) -> None:
     """Write the trained run into its folder: model/, plots, report.json (fills ``run.plots``)."""
     data, test, report, run_dir = run.data, run.data.splits["test"], run.eval_report, run.run_dir
+    kind = get_task(data.task)
     meta = {"task": data.task.to_dict(), "id2label": data.task.to_dict()["id2label"],
+            "problem_type": data.task.problem_type,
             "max_length": run.train_config.max_length, "base_model": run.spec.to_dict(), "method": run.config.method,
             "method_config": run.config.method_cfg().to_dict(), "modality": modality}
     save_classifier(run.model, run.tokenizer, run_dir / "model", meta)
-    run.plots["confusion_matrix"] = plot_confusion(report, run_dir / "confusion_matrix.png")
-    if modality == "image":
-        run.plots["misclassified"] = plot_misclassified(split_inputs(test), test["label"], run.test_logits,
-                                                        data.task.labels, run_dir / "misclassified.png")
+    inputs = split_inputs(test)
+    run.plots.update(kind.plots(data.task, report, test["label"], run.test_logits, run_dir, inputs))
+    kind.predictions_table(data.task, inputs, test["label"], run.test_logits).to_csv(
+        run_dir / "predictions.csv", index=False)
     run.plots["training"] = plot_training(run.train_result.step_losses, run.train_result.history,
-                                          run_dir / "training.png")
-    (run_dir / "report.json").write_text(json.dumps(_report_dict(run) | {"processes": processes}, indent=2))
+                                          run.train_result.score_name, run_dir / "training.png")
+    (run_dir / "report.json").write_text(json.dumps(
+        _report_dict(run) | {"processes": processes, "plots": {k: Path(v).name for k, v in run.plots.items()}},
+        indent=2))
 
 
 def images_dir(run_dir: str | Path) -> Path | None:
@@ -242,8 +269,8 @@ def images_dir(run_dir: str | Path) -> Path | None:
 
 
 def data_modality(data: PreparedData) -> str:
-    """"image" for image-folder data, "text" for tables."""
-    return "image" if data.task.kind == "image-classification" else "text"
+    """"image" for image data, "text" for tables (one text or a pair)."""
+    return data.task.modality
 
 
 def check_modality(spec: ModelSpec, modality: str) -> None:

@@ -130,7 +130,8 @@ class Progress:
 
 
 VAL_NAMES = {"val_loss": "validation loss", "val_accuracy": "validation accuracy",
-             "val_macro_f1": "validation macro-F1"}
+             "val_macro_f1": "validation macro-F1", "val_micro_f1": "validation micro-F1",
+             "val_rmse": "validation RMSE", "val_r2": "validation R²"}
 PHASE_WORDS = {"preparing": "preparing: reading the data and loading the base model",
                "encoding": "encoding: computing the frozen layers' outputs once for {total:,} rows",
                "evaluating": "evaluating on {total:,} held-out rows"}
@@ -151,7 +152,7 @@ def _log_line(ev: dict) -> str | None:
         return f"training started: {ev.get('total_steps', 0)} steps planned ({ev.get('message', '')})"
     if kind == "epoch":
         m = ev.get("metrics", {})
-        parts = ", ".join(f"{VAL_NAMES.get(k, k)} {v:.4f}" for k, v in m.items())
+        parts = ", ".join(f"{VAL_NAMES.get(k, k)} {v:.4f}" for k, v in m.items() if k != "val_score")
         return f"epoch {ev.get('epoch', 0):.0f} done after {ev.get('elapsed_s', 0):.1f} s: {parts}"
     if kind == "end":
         return f"training {ev.get('message', 'ended')} after {ev.get('elapsed_s', 0):.1f} s"

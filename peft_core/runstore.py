@@ -20,10 +20,10 @@ def load_run(run_dir: str | Path):
         JobError: the folder lacks ``config.json``, ``report.json`` or ``model/`` (not a trained run).
     """
     from .data import prepare_data
-    from .evaluation import EvalReport
     from .modeling import load_classifier
     from .models import ModelSpec
     from .pipeline import Run, RunConfig, images_dir
+    from .tasks import TaskSpec, report_from_dict
     from .training import TrainConfig, TrainResult
 
     run_dir = Path(run_dir)
@@ -38,11 +38,14 @@ def load_run(run_dir: str | Path):
     spec_dict["lora_targets"] = tuple(spec_dict.get("lora_targets", ()))
     spec = ModelSpec(**spec_dict)
     data = prepare_data(cfg.train_file, cfg.test_file, text_column=cfg.text_column, label_column=cfg.label_column,
+                        task=cfg.task, text_pair_column=cfg.text_pair_column, label_separator=cfg.label_separator,
                         test_fraction=cfg.test_fraction, validation_fraction=cfg.validation_fraction,
                         seed=cfg.train.seed, extract_dir=images_dir(run_dir))
+    if "task" in meta:  # the trained task: its tuned thresholds / target mean and std
+        data.task = TaskSpec.from_dict(meta["task"])
     training = {k: v for k, v in report["training"].items() if k != "step_losses"}
-    plots = {name: run_dir / f"{name}.png" for name in ("confusion_matrix", "training", "misclassified")
-             if (run_dir / f"{name}.png").is_file()}
+    names = report.get("plots") or {n: f"{n}.png" for n in ("confusion_matrix", "training", "misclassified")}
+    plots = {name: run_dir / file for name, file in names.items() if (run_dir / file).is_file()}
     return Run(run_dir, cfg, data, spec, model, tokenizer, TrainConfig(**report["train_config"]),
                report["trainable_parameters"], report["total_parameters"], TrainResult(**training),
-               EvalReport(**report["evaluation"]), None, plots)
+               report_from_dict(report["evaluation"]), None, plots)

@@ -105,9 +105,13 @@ def small_split_warnings(split_sizes: dict[str, int], threshold: int = 100) -> l
 
 
 def split_inputs(split) -> list:
-    """The model inputs of one split: its ``text`` column (str) for text tasks, ``image`` (file paths) for
-    image tasks."""
-    return list(split["image" if "image" in split.column_names else "text"])
+    """The model inputs of one split: its ``text`` column (str) for text tasks, (text, text_pair) tuples for pair
+    tasks (a ``text_pair`` column), ``image`` (file paths) for image tasks."""
+    if "image" in split.column_names:
+        return list(split["image"])
+    if "text_pair" in split.column_names:
+        return list(zip(split["text"], split["text_pair"]))
+    return list(split["text"])
 
 
 def stratified_split(df: pd.DataFrame, fraction: float, seed: int, what: str,

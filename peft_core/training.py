@@ -19,6 +19,7 @@ from .data import split_inputs
 from .checks import check_number
 from .errors import ConfigError, NonFiniteError
 from .feeds import FeatureFeed, _layer_stack, first_trainable_layer, make_feed
+from .tasks import TaskSpec, get_task
 
 
 def max_epochs() -> int:
@@ -39,7 +40,9 @@ class TrainConfig:
     and for the head; ``warmup_ratio`` is the share of optimizer steps with linearly rising rate;
     ``max_length`` is in tokens; ``early_stopping_patience`` in epochs without a better validation macro-F1
     (0 disables); ``dropout`` is the head's dropout probability; ``probe_epochs``: when the method trains more
-    than the head, first fit the head alone for up to this many epochs on cached features (LP-FT; 0: off).
+    than the head, first fit the head alone for up to this many epochs on cached features (LP-FT; 0: off);
+    ``class_weights``: weight the loss against class imbalance (single-label: "balanced" class weights;
+    multi-label: per-label ``pos_weight``; see ``peft_core.tasks``), off by default.
     """
 
     epochs: int | None = None
@@ -54,6 +57,7 @@ class TrainConfig:
     seed: int = 42
     feature_cache: bool = True
     probe_epochs: int | None = None
+    class_weights: bool = False
 
     def __post_init__(self) -> None:
         checks = {"epochs": (1, max_epochs()), "batch_size": (1, 4096), "learning_rate": (0, 1), "head_learning_rate":
@@ -76,8 +80,9 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What training did. ``history``: one dict per epoch (epoch, train_loss, val_loss, val_accuracy,
-    val_macro_f1); ``step_losses``: training loss per optimizer step; ``best_epoch``: 1-based epoch whose
+    """What training did. ``history``: one dict per epoch (epoch, train_loss, val_loss, val_score and the task
+    kind's named validation metrics, e.g. val_accuracy and val_macro_f1); ``score_name``: what val_score is;
+    ``step_losses``: training loss per optimizer step; ``best_epoch``: 1-based epoch whose
     weights were kept (0 if none finished); ``cancelled_in``: the phase the stop flag stopped ("encoding",
     "training"; "" when not cancelled)."""
 
@@ -91,6 +96,7 @@ class TrainResult:
     used_feature_cache: bool = False
     cache: str = "none"
     probe: dict = field(default_factory=dict)  # the linear-probe warm start, when one ran
+    score_name: str = "macro-F1"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -148,18 +154,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, fused=fused)
 
 
-def _metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
-    from sklearn.metrics import accuracy_score, f1_score
-
-    pred = logits.argmax(-1).numpy()
-    y = labels.numpy()
-    return {"val_loss": float(nn.functional.cross_entropy(logits, labels)),
-            "val_accuracy": float(accuracy_score(y, pred)),
-            # over the classes present in the validation split: a class with no example there (too rare to hold
-            # one out) has no F1, and sklearn's default would count a wrong prediction of it as F1 0
-            "val_macro_f1": float(f1_score(y, pred, labels=np.unique(y), average="macro", zero_division=0))}
-
-
 def _stop_if_non_finite(acc, value: float, what: str, where: str, cfg: TrainConfig) -> None:
     """Raise NonFiniteError when ``value`` (a loss) is NaN or infinite on this process or, under several
     processes, on any of them (all stop at the same step instead of waiting for each other)."""
@@ -177,10 +171,12 @@ def _stop_if_non_finite(acc, value: float, what: str, where: str, cfg: TrainConf
 
 
 def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequence[Callback] = (),
-          control: Control | None = None, accelerator=None) -> TrainResult:
-    """Train the trainable parameters of ``model`` on ``splits["train"]``. Early stopping: after
-    ``early_stopping_patience`` epochs in which neither validation macro-F1 nor validation loss improved; the
-    weights of the epoch with the best validation macro-F1 (ties: lower loss) are restored at the end.
+          control: Control | None = None, accelerator=None, task: TaskSpec | None = None) -> TrainResult:
+    """Train the trainable parameters of ``model`` on ``splits["train"]`` for ``task`` (default: single-label
+    classification): its kind gives the targets, the loss and the validation score (``peft_core.tasks``; macro-F1
+    for single-label, micro-F1 for multi-label, R² for regression). Early stopping: after
+    ``early_stopping_patience`` epochs in which neither the validation score nor the validation loss improved; the
+    weights of the epoch with the best validation score (ties: lower loss) are restored at the end.
     ``cfg`` must have its method defaults filled in (``TrainConfig.with_defaults``).
     Under several processes (``accelerate launch``) batches are sharded and gradients averaged (DDP); every
     process validates on the whole validation split, so all take the same early-stopping decisions.
@@ -208,11 +204,17 @@ def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequ
     emit = (lambda ev: [cb(ev) for cb in callbacks]) if acc.is_main_process else (lambda ev: None)
     t0 = time.perf_counter()
     texts = {s: split_inputs(splits[s]) for s in ("train", "validation")}
-    labels = {s: torch.tensor(splits[s]["label"], dtype=torch.long) for s in texts}
-    res = TrainResult()
+    kind = get_task(task or "single_label")
+    if task is None:  # plain class ids: as many classes as the largest id says
+        k = 1 + max(max(splits[s]["label"]) for s in texts)
+        task = TaskSpec("single_label", "text", "label", {i: str(i) for i in range(max(k, 2))})
+    spec = task
+    labels = {s: kind.targets(spec, splits[s]["label"]) for s in texts}
+    objective = kind.objective(spec, labels["train"], cfg.class_weights)
+    res = TrainResult(score_name=objective.score_name)
     try:
         if cfg.probe_epochs and _trains_beyond_head(model):
-            res.probe = _linear_probe(model, tokenizer, texts, labels, cfg, acc, emit, control)
+            res.probe = _linear_probe(model, tokenizer, texts, labels, objective, cfg, acc, emit, control)
             if control.should_stop:  # stopped during the probe: the run ends here
                 raise StopRequested("training")  # the probe is the first training
         feed = make_feed(model, tokenizer, texts, cfg.max_length, acc, cfg.feature_cache,
@@ -221,7 +223,7 @@ def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequ
         res.cancelled, res.cancelled_in = True, e.phase
     if not res.cancelled:
         res.used_feature_cache, res.cache = feed.kind != "none", feed.kind
-        _fit(model, feed, labels, cfg, acc, emit, control, res, t0)
+        _fit(model, feed, labels, objective, cfg, acc, emit, control, res, t0)
     model.eval()
     res.seconds = time.perf_counter() - t0
     emit(ProgressEvent("end", len(res.step_losses), len(res.step_losses),
@@ -233,7 +235,7 @@ def _trains_beyond_head(model: nn.Module) -> bool:
     return any(p.requires_grad and ".head." not in f".{n}" for n, p in model.named_parameters())
 
 
-def _linear_probe(model, tokenizer, texts, labels, cfg: TrainConfig, acc, emit, control) -> dict:
+def _linear_probe(model, tokenizer, texts, labels, objective, cfg: TrainConfig, acc, emit, control) -> dict:
     """LP-FT warm start (Kumar et al., "Fine-Tuning can Distort Pretrained Features", ICLR 2022): train the
     head alone on cached pooled features of the still-unchanged encoder (LoRA starts as an exact no-op, last-N
     layers are untouched), with the linear probe's defaults, before the encoder part trains. A trained head
@@ -251,13 +253,14 @@ def _linear_probe(model, tokenizer, texts, labels, cfg: TrainConfig, acc, emit, 
         emit(ProgressEvent("message", message=f"linear probe warm start: head only, up to {pcfg.epochs} epochs "
                            "on cached features"))
         part = TrainResult()
-        _fit(model, feed, labels, pcfg, _Local(acc.device), lambda ev: None, control, part, time.perf_counter())
+        _fit(model, feed, labels, objective, pcfg, _Local(acc.device), lambda ev: None, control, part,
+             time.perf_counter())
     finally:
         for p in frozen:
             p.requires_grad_(True)
     best = part.history[part.best_epoch - 1] if part.best_epoch else {}
     emit(ProgressEvent("message", message=f"linear probe warm start done: {len(part.history)} epochs, "
-                       f"validation macro-F1 {best.get('val_macro_f1', float('nan')):.4f}"))
+                       f"validation {objective.score_name} {best.get('val_score', float('nan')):.4f}"))
     return {"epochs": len(part.history), "best_epoch": part.best_epoch, "validation": best}
 
 
@@ -279,7 +282,8 @@ class _Local:
         return module
 
 
-def _fit(model, feed, labels, cfg: TrainConfig, acc, emit, control, res: TrainResult, t0: float) -> None:
+def _fit(model, feed, labels, objective, cfg: TrainConfig, acc, emit, control, res: TrainResult,
+         t0: float) -> None:
     """The epoch loop on ``feed``; fills ``res`` and restores the best epoch's weights (see :func:`train`)."""
     from transformers import get_linear_schedule_with_warmup
 
@@ -290,7 +294,7 @@ def _fit(model, feed, labels, cfg: TrainConfig, acc, emit, control, res: TrainRe
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     module, optimizer, loader, scheduler = acc.prepare(feed.module, optimizer, loader, scheduler)
     total = cfg.epochs * len(loader)  # per process, after sharding
-    best, best_key, bad_epochs, step, top_f1, low_loss = None, None, 0, 0, -1.0, float("inf")
+    best, best_key, bad_epochs, step, top_f1, low_loss = None, None, 0, 0, -np.inf, np.inf
     emit(ProgressEvent("start", 0, total, message=f"{len(labels['train'])} training rows; cache: {feed.kind}; "
                        f"{acc.num_processes} process(es) on {acc.device}", elapsed_s=time.perf_counter() - t0))
     phase = Phase(emit, "training", total, control, every_s=1.0)
@@ -301,7 +305,7 @@ def _fit(model, feed, labels, cfg: TrainConfig, acc, emit, control, res: TrainRe
             losses = []
             for idx in loader:
                 logits = module(**feed.batch("train", idx.tolist()))
-                loss = nn.functional.cross_entropy(logits, labels["train"][idx].to(acc.device))
+                loss = objective.loss(logits, labels["train"][idx].to(acc.device))
                 acc.backward(loss)
                 optimizer.step()
                 scheduler.step()
@@ -315,24 +319,25 @@ def _fit(model, feed, labels, cfg: TrainConfig, acc, emit, control, res: TrainRe
                 phase.advance()
             model.eval()
             val_logits = feed.all_logits(acc.unwrap_model(module), "validation", lambda rows: phase.check())
-            metrics = _metrics(val_logits, labels["validation"])
+            metrics = objective.metrics(val_logits, labels["validation"])
             _stop_if_non_finite(acc, metrics["val_loss"], "validation loss", f"the end of epoch {epoch}", cfg)
             res.history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **metrics})
             emit(ProgressEvent("epoch", step, total, epoch, metrics=metrics, elapsed_s=time.perf_counter() - t0))
-            key = (round(metrics["val_macro_f1"], 6), -round(metrics["val_loss"], 6))
-            if best_key is None or key > best_key:  # keep the weights with the best macro-F1 (then lowest loss)
+            score = metrics["val_score"] if np.isfinite(metrics["val_score"]) else -np.inf
+            key = (round(score, 6), -round(metrics["val_loss"], 6))
+            if best_key is None or key > best_key:  # keep the weights with the best score (then lowest loss)
                 best_key, res.best_epoch = key, epoch
                 best = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
-            # patience runs out only when neither macro-F1 nor loss improved: a head still moving off the majority
-            # class lowers the loss for several epochs before its macro-F1 moves
-            if metrics["val_macro_f1"] > top_f1 + 1e-6 or metrics["val_loss"] < low_loss - 1e-6:
+            # patience runs out only when neither the score nor the loss improved: a head still moving off the
+            # majority class lowers the loss for several epochs before its macro-F1 moves
+            if score > top_f1 + 1e-6 or metrics["val_loss"] < low_loss - 1e-6:
                 bad_epochs = 0
             else:
                 bad_epochs += 1
                 if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
                     res.stopped_early = True
                     break
-            top_f1, low_loss = max(top_f1, metrics["val_macro_f1"]), min(low_loss, metrics["val_loss"])
+            top_f1, low_loss = max(top_f1, score), min(low_loss, metrics["val_loss"])
         phase.finish(step)  # early stopping: fewer steps than planned
     except StopRequested as e:
         res.cancelled, res.cancelled_in = True, e.phase

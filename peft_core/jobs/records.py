@@ -86,10 +86,13 @@ def _params(cfg) -> dict:
 
 def _results(run) -> dict:
     r = run.train_result
-    return {"accuracy": run.eval_report.accuracy, "macro_f1": run.eval_report.macro_f1,
-            "baseline_accuracy": run.eval_report.baseline_accuracy,
+    ev = run.eval_report
+    return {"task": run.data.task.kind, "score_name": ev.headline_name, "score": ev.headline,
+            "baseline_score": ev.baseline_headline, "accuracy": getattr(ev, "accuracy", None),
+            "macro_f1": getattr(ev, "macro_f1", None), "baseline_accuracy": getattr(ev, "baseline_accuracy", None),
             "trainable_pct": 100 * run.trainable_parameters / run.total_parameters,
             "trainable_parameters": run.trainable_parameters, "best_epoch": r.best_epoch,
             "epochs_run": len(r.history), "stopped_early": r.stopped_early, "training_s": r.seconds,
-            "best_val_macro_f1": max((h["val_macro_f1"] for h in r.history), default=None)}
+            "best_val_score": max((h["val_score"] for h in r.history), default=None), "val_score_name": r.score_name,
+            "best_val_macro_f1": max((h.get("val_macro_f1", h["val_score"]) for h in r.history), default=None)}
 

@@ -1,0 +1,118 @@
+"""What every task kind says about itself: the :class:`TaskKind` interface the generic code calls.
+
+A task kind (``single_label``, ``multi_label``, ``regression``) turns the ``label`` column of the prepared
+splits into training targets, gives the loss and the validation metrics that early stopping and best-epoch
+selection follow, turns logits into predictions, scores held-out predictions beside a baseline, lists the rows
+the model gets most wrong, and judges the int8 model. Generic code (training, pipeline, exporters, app, CLI)
+calls these methods and never branches on a kind's name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .spec import TaskSpec
+
+
+@dataclass
+class Objective:
+    """The training objective of one run.
+
+    Attributes:
+        loss: ``loss(logits float32 [b, num_labels], targets [b, ...]) -> scalar tensor``.
+        metrics: ``metrics(logits [n, num_labels], targets [n, ...]) -> dict`` of validation metrics, always with
+            ``val_loss``, ``val_score`` and the kind's own named metrics.
+        score_name: what ``val_score`` is, for people ("macro-F1", "micro-F1", "R²"); higher is better.
+        weights: the class / label weights in the loss (None: unweighted), for the report.
+    """
+
+    loss: Callable
+    metrics: Callable
+    score_name: str
+    weights: list[float] | None = None
+
+
+@dataclass
+class Int8Verdict:
+    """How the int8 model scores against fp32 on the held-out rows, in the kind's gate metric."""
+
+    metric: str
+    fp32: float
+    int8: float
+    agreement: float  # share of rows where both give the same prediction
+    limit: str  # the rule, in words
+    acceptable: bool
+
+
+class TaskKind:
+    """Base of the registered task kinds; subclasses override every method (see the module doc)."""
+
+    name = ""
+    title = ""
+    #: the validation metric early stopping and best-epoch selection follow (key of the history dicts)
+    score_key = "val_score"
+    #: whether :meth:`calibrate` fits anything (the pipeline then predicts the validation split once more)
+    calibrates = False
+
+    def targets(self, spec: TaskSpec, values: Sequence) -> torch.Tensor:
+        """The split's ``label`` column as training targets (dtype and shape per kind)."""
+        raise NotImplementedError
+
+    def objective(self, spec: TaskSpec, train_targets: torch.Tensor, class_weights: bool = False) -> Objective:
+        raise NotImplementedError
+
+    def calibrate(self, spec: TaskSpec, val_values: Sequence, val_logits: np.ndarray) -> list[str]:
+        """Fit what turns logits into predictions on the validation split (multi-label thresholds) into
+        ``spec``; returns notes for the report. Default: nothing to fit."""
+        return []
+
+    def predict(self, spec: TaskSpec, logits: np.ndarray) -> list:
+        """One prediction per row, in the user's terms: a label name, a list of label names, or a number."""
+        raise NotImplementedError
+
+    def evaluate(self, spec: TaskSpec, values: Sequence, logits: np.ndarray, train_values: Sequence,
+                 split: str = "test"):
+        """Held-out scores beside the kind's baseline: a report with ``to_dict``, ``to_markdown``,
+        ``metrics_table``, ``per_class_table`` and ``headline``."""
+        raise NotImplementedError
+
+    def report_from_dict(self, d: dict):
+        raise NotImplementedError
+
+    def plots(self, spec: TaskSpec, report, values: Sequence, logits: np.ndarray, out_dir) -> dict:
+        """The evaluation figures (name -> PNG path) written into ``out_dir``."""
+        raise NotImplementedError
+
+    def predictions_table(self, spec: TaskSpec, inputs: Sequence, values: Sequence,
+                          logits: np.ndarray) -> pd.DataFrame:
+        """Every held-out row with its true and predicted target, worst mistakes first: columns ``input``
+        (``text_a`` / ``text_b`` for pairs), ``true``, ``predicted``, a kind-specific score column, ``wrong``."""
+        raise NotImplementedError
+
+    def int8_verdict(self, spec: TaskSpec, values: Sequence, fp32_logits: np.ndarray,
+                     int8_logits: np.ndarray) -> Int8Verdict:
+        raise NotImplementedError
+
+
+def input_columns(inputs: Sequence) -> dict:
+    """Inputs as table columns: ``input`` for texts or image paths, ``text_a`` / ``text_b`` for pairs."""
+    inputs = list(inputs)
+    if inputs and isinstance(inputs[0], (tuple, list)):
+        return {"text_a": [a for a, _ in inputs], "text_b": [b for _, b in inputs]}
+    return {"input": [str(x) for x in inputs]}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, float64 [n, k]."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function, float64."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
