@@ -8,8 +8,10 @@ Runs live under ``PEFT_RUNS_DIR`` (default ``./runs``); ``PEFT_MAX_CONCURRENT_RU
 once, the rest queue. ``python app.py`` serves on http://127.0.0.1:7860 (``GRADIO_SERVER_NAME``/``PORT`` apply).
 
 Modules: ``app_layout`` (the page), ``app_data`` (steps 1-2 handlers), ``app_runs`` (runs, Try it, export,
-history handlers), ``app_form`` / ``app_views`` (what the form and the tables show), ``app_state`` (runs folder, job
-manager, secret, links), ``app_components`` (component behaviour), ``app_files`` (what may be downloaded).
+history handlers), ``app_form`` / ``app_views`` / ``app_history`` (what the form, the status and the tables show),
+``app_results`` (a run's results read from its folder), ``app_try`` (Try it per task kind), ``app_state`` (runs
+folder, job manager, secret, links), ``app_components`` (component behaviour), ``app_files`` (what may be
+downloaded).
 """
 from __future__ import annotations
 
@@ -27,10 +29,11 @@ import app_form as form  # noqa: E402
 import app_layout as layout  # noqa: E402
 import app_state as state  # noqa: E402
 from app_components import _image_or_message, _links_only, _type_checked_by_reader, quiet_console  # noqa: E402
-from app_data import (config_to_form, count_trainable, load_preview, method_defaults,  # noqa: E402,F401
-                      task_changed, _image_preview)
+from app_data import (balance_title, config_to_form, count_trainable, load_data, load_preview,  # noqa: E402,F401
+                      method_defaults, modality_changed, preview_widths, _image_preview)
 from app_runs import (POLL_OUTPUTS, _picker, cancel_run, compare_runs, delete_run, export_bundle,  # noqa: E402,F401
-                      list_runs, new_owner, on_load, poll, quota_line, run_status, train_model, try_image, try_it)
+                      list_runs, new_owner, on_load, poll, quota_line, run_status, train_model, try_image,
+                      try_image_details, try_it, try_it_details)
 from app_state import (EXAMPLE, HP_FIELDS, IMAGE_EXAMPLE, METHOD_CHOICES, MODEL_CHOICES,  # noqa: E402,F401
                        browser_secret, cache_cleanup, jobs)
 from peft_core.limits import Limits  # noqa: E402
@@ -58,7 +61,8 @@ def build_demo() -> gr.Blocks:
         d, t, u = layout.data_and_model(defaults, MODEL_CHOICES, DEFAULT_MODEL, METHOD_CHOICES), layout.train(), layout.use()
         h = layout.history()
         timer = gr.Timer(1.0)
-        _links_only(u["bundle"]), _links_only(h["config_dl"]), _image_or_message(u["image_in"])
+        _links_only(u["bundle"]), _links_only(h["config_dl"]), _links_only(t["predictions_dl"])
+        _image_or_message(u["image_in"])
         _type_checked_by_reader(d["train_file"]), _type_checked_by_reader(d["test_file"])
         _wire_data_and_method(d, u)
         _wire_runs(demo, owner, view, timer, d, t, u, h)
@@ -69,29 +73,38 @@ def _method_opts(d) -> list:
     return [d["num_layers"], d["lora_r"], d["lora_alpha"], d["lora_dropout"], d["lora_targets"]]
 
 
+def _data_choices(d) -> list:
+    """Step 1's choices in ``app_data.load_preview`` order after the files: text, label, task, pair, separator."""
+    return [d["text_col"], d["label_col"], d["task"], d["pair_col"], d["separator"]]
+
+
 def _wire_data_and_method(d, u) -> None:
-    """Steps 1-2: example buttons, task, preview, column pickers, method defaults, trainable-parameter count."""
+    """Steps 1-2: example buttons, data kind, task, preview, column pickers, method defaults, trainable-parameter
+    count."""
     data_inputs = [d["train_file"], d["test_file"]]
     data_outputs = [d["preview"], d["text_col"], d["label_col"], d["data_report"], d["classes"],
-                    d["image_preview"], d["task"]]
+                    d["image_preview"], d["modality"], d["pair_col"]]
     d["example_btn"].click(lambda: str(EXAMPLE), None, d["train_file"], **PRIVATE)
     d["example_img_btn"].click(lambda: str(IMAGE_EXAMPLE), None, d["train_file"], **PRIVATE)
-    d["task"].change(task_changed, [d["task"], d["model"]],
-                     [d["model"], d["columns_row"], u["text_in"], u["try_btn"], u["image_in"], u["try_img_btn"]],
-                     **PRIVATE)
-    d["train_file"].change(load_preview, data_inputs, data_outputs, api_name="load_data")
-    d["test_file"].change(load_preview, data_inputs + [d["text_col"], d["label_col"]], data_outputs, **PRIVATE)
-    for col in (d["text_col"], d["label_col"]):
-        col.input(load_preview, data_inputs + [d["text_col"], d["label_col"]], data_outputs, **PRIVATE)
+    d["modality"].change(modality_changed, [d["modality"], d["model"]],
+                         [d["model"], d["columns_row"], u["text_try_col"], u["try_btn"], u["image_in"],
+                          u["try_img_btn"]], **PRIVATE)
+    d["train_file"].change(load_data, data_inputs + [d["task"], d["separator"]], data_outputs, api_name="load_data")
+    d["test_file"].change(load_preview, data_inputs + _data_choices(d), data_outputs, **PRIVATE)
+    for choice in (d["text_col"], d["label_col"], d["task"], d["pair_col"]):
+        choice.input(load_preview, data_inputs + _data_choices(d), data_outputs, **PRIVATE)
+    d["separator"].submit(load_preview, data_inputs + _data_choices(d), data_outputs, **PRIVATE)
+    d["pair_col"].change(preview_widths, d["pair_col"], d["preview"], **PRIVATE)
+    d["classes"].change(balance_title, d["classes"], d["classes"], **PRIVATE)
     d["method"].input(method_defaults, d["method"], d["hp"] + [d["num_layers"], d["lora_row"], d["probe_epochs"]],
                       **PRIVATE)
     d["method"].change(form.method_widgets, d["method"], [d["hp"][2], d["num_layers"], d["lora_row"],
                                                            d["probe_epochs"]], **PRIVATE)
-    d["task"].change(form.text_only, d["task"], d["hp"][HP_FIELDS.index("max_length")], **PRIVATE)
+    d["modality"].change(form.text_only, d["modality"], d["hp"][HP_FIELDS.index("max_length")], **PRIVATE)
     d["train_file"].change(form.preview_visible, d["train_file"], d["preview_row"], **PRIVATE)
-    count_inputs = data_inputs + [d["text_col"], d["label_col"], d["model"], d["method"]] + _method_opts(d)
+    count_inputs = data_inputs + _data_choices(d) + [d["model"], d["method"]] + _method_opts(d)
     for trigger in (d["method"].change, d["model"].change, d["num_layers"].change, d["lora_r"].change,
-                    d["label_col"].change):
+                    d["label_col"].change, d["task"].change, d["pair_col"].change):
         trigger(count_trainable, count_inputs, d["trainable_md"], **PRIVATE)
 
 
@@ -102,7 +115,8 @@ def _wire_runs(demo, owner, view, timer, d, t, u, h) -> None:
     demo.load(on_load, owner, [owner, t["run"], u["bundle"]], **PRIVATE)
     t["train_btn"].click(train_model, [owner, d["train_file"], d["test_file"], d["text_col"], d["label_col"],
                                        d["model"], d["method"]] + d["hp"] + method_opts
-                         + [d["probe_epochs"], t["run_name"]],
+                         + [d["probe_epochs"], t["run_name"], d["task"], d["pair_col"], d["separator"],
+                            d["class_weights"]],
                          [t["started"], t["started_msg"]], api_name="train"
                          ).success(_picker, [owner, t["started"]], t["run"], **PRIVATE)
     t["cancel_btn"].click(cancel_run, [owner, t["run"]], t["status"], api_name="cancel", concurrency_limit=None)
@@ -110,16 +124,12 @@ def _wire_runs(demo, owner, view, timer, d, t, u, h) -> None:
     timer.tick(poll, [owner, t["run"], view], [view] + [{**t, **u, **h}[k] for k in POLL_OUTPUTS],
                show_progress="hidden", concurrency_limit=None, **PRIVATE)
     t["run"].change(lambda tok, run_id: form.run_to_form(state.jobs(), HP_FIELDS, tok, run_id), [owner, t["run"]],
-                    [d["run_data_md"], d["task"], d["model"], d["method"]] + d["hp"] + method_opts[1:]
-                    + [d["num_layers"], d["probe_epochs"]], **PRIVATE)
+                    [d["run_data_md"], d["modality"], d["model"], d["method"]] + d["hp"] + method_opts[1:]
+                    + [d["num_layers"], d["probe_epochs"], d["task"], d["class_weights"]], **PRIVATE)
     gr.api(run_status, api_name="status", concurrency_limit=None)
     gr.api(list_runs, api_name="runs", concurrency_limit=None)
     gr.api(new_owner, api_name="new_owner", concurrency_limit=None)
-    u["try_btn"].click(try_it, [owner, t["run"], u["text_in"]], u["label_out"], api_name="predict",
-                       concurrency_limit=None)
-    u["try_img_btn"].click(try_image, [owner, t["run"], u["image_in"]], u["label_out"], api_name="predict_image",
-                           concurrency_limit=None)
-    u["text_in"].submit(try_it, [owner, t["run"], u["text_in"]], u["label_out"], concurrency_limit=None, **PRIVATE)
+    _wire_try_it(owner, t, u)
     u["export_btn"].click(export_bundle, [owner, t["run"]], [u["export_md"], u["parity"], u["bundle"]],
                           api_name="export", concurrency_id="export", concurrency_limit=1
                           ).then(quota_line, owner, h["quota_md"], **PRIVATE)  # the bundles take disk
@@ -129,8 +139,24 @@ def _wire_runs(demo, owner, view, timer, d, t, u, h) -> None:
         [h["compare"], h["compare_curves"], h["compare_f1"], h["compare_col"]], **PRIVATE)
     h["config_up"].upload(config_to_form, h["config_up"],
                           [d["model"], d["method"]] + d["hp"] + method_opts[1:]
-                          + [d["num_layers"], d["lora_row"], h["config_msg"]], **PRIVATE)
+                          + [d["num_layers"], d["lora_row"], d["task"], d["class_weights"], h["config_msg"]],
+                          **PRIVATE)
     h["config_up"].upload(form.probe_from_config, h["config_up"], d["probe_epochs"], **PRIVATE)
+
+
+def _wire_try_it(owner, t, u) -> None:
+    """Step 4's Try it: /predict and /predict_image answer with the label widget's value (the API's answer);
+    on the page the kind's other widgets (per-label table, summary) follow."""
+    text = [owner, t["run"], u["text_in"], u["text_pair_in"]]
+    details = [u["label_out"], u["try_table"], u["try_md"]]
+    for trigger, private in ((u["try_btn"].click, False), (u["text_in"].submit, True),
+                             (u["text_pair_in"].submit, True)):
+        api = PRIVATE if private else dict(api_name="predict")
+        trigger(try_it, text, u["label_out"], concurrency_limit=None, **api).success(
+            try_it_details, text, details, concurrency_limit=None, **PRIVATE)
+    image = [owner, t["run"], u["image_in"]]
+    u["try_img_btn"].click(try_image, image, u["label_out"], api_name="predict_image", concurrency_limit=None
+                           ).success(try_image_details, image, details, concurrency_limit=None, **PRIVATE)
 
 
 demo = build_demo()

@@ -5,7 +5,8 @@ to anyone who asks, dotfiles included. So the app (``app.launch``):
 
 - never serves the runs folder: it is not an allowed path, and it is a *blocked* path (so is the state folder).
   Run files reach a browser only through handlers that check the owner token: plots as copies in Gradio's cache
-  (removed by its ``delete_cache`` schedule), bundles and ``config.json`` through short-lived signed links;
+  (removed by its ``delete_cache`` schedule), bundles, ``config.json`` and ``predictions.csv`` (every held-out
+  prediction) through short-lived signed links;
 - keeps server secrets in a private state folder outside the runs folder: ``PEFT_STATE_DIR``, default
   ``<runs folder>/../.peft_state`` (mode 0700; the key file 0600).
 
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 ROUTE = "/peft/download"
-DOWNLOADABLE = ("bundle-fp32.zip", "bundle-int8.zip", "config.json")  # file names a link may name
+DOWNLOADABLE = ("bundle-fp32.zip", "bundle-int8.zip", "config.json", "predictions.csv")  # names a link may name
 DEFAULT_LINK_TTL_S = 3600.0
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 log = logging.getLogger("peft_app")

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import gradio as gr
 
+import app_history as history_views
 import app_views as views
+from app_try import try_kind
 from peft_core.errors import PeftCoreError
 from peft_core.jobs import JobError, JobInfo
 from peft_core.methods import METHODS
@@ -32,9 +34,9 @@ def method_widgets(method: str):
             *(gr.update(visible=v) for v in option_rows(method)), gr.update(visible=trains))
 
 
-def text_only(task: str):
-    """Task switched -> max_length (tokens) is shown for text only."""
-    return gr.update(visible=task != "image")
+def text_only(modality: str):
+    """Data kind switched -> max_length (tokens) is shown for text only."""
+    return gr.update(visible=modality != "image")
 
 
 def preview_visible(train_file):
@@ -57,16 +59,20 @@ def _run_config(manager, owner: str, run_id: str):
 
 
 def data_note(info: JobInfo, cfg, data: dict) -> str:
-    """Step 1's note on the selected run's data: file name, columns (or images), test file."""
+    """Step 1's note on the selected run's data: file name, columns (or images), task kind, test file."""
     name = info.dataset or Path(cfg.train_file).name
     test = f"test file {Path(cfg.test_file).name.removeprefix('test_')}" if cfg.test_file else \
         "no test file (20 % held out)"
+    kind = info.results.get("task") or data.get("task") or cfg.task
+    task = f"{views.task_title(kind).lower()}; " if kind else "task inferred from the data; "
     if name.lower().endswith(".zip"):
-        what = f"images, one folder per class; {test}"
+        what = f"images; {task}{test}"
     else:
         text_col = cfg.text_column or data.get("text_column") or "(inferred)"
+        pair_col = cfg.text_pair_column or data.get("text_pair_column")
         label_col = cfg.label_column or data.get("label_column") or "(inferred)"
-        what = f"text column `{text_col}`, label column `{label_col}`; {test}"
+        texts = f"text columns `{text_col}` + `{pair_col}`" if pair_col else f"text column `{text_col}`"
+        what = f"{texts}, label column `{label_col}`; {task}{test}"
     title = views.run_title(info).replace("`", "'")
     return (f"**Run `{title}` (shown in step 3) trained on `{name}`** ({what}). Its settings "
             "are in step 2. To train on other data, upload a file above.")
@@ -74,9 +80,10 @@ def data_note(info: JobInfo, cfg, data: dict) -> str:
 
 def run_to_form(manager, hp_fields: list[str], owner: str, run_id: str | None):
     """Run selected (picked, re-attached after a reload, just started) -> step 1's note on its data, then the
-    task, model, method, hyper-parameters (``hp_fields`` order), LoRA r / alpha / dropout / targets, N and
-    warm-start epochs it used. No run, or one that cannot be read: the note hides and the form is left as is."""
-    keep = [gr.skip()] * (3 + len(hp_fields) + 6)
+    data kind, model, method, hyper-parameters (``hp_fields`` order), LoRA r / alpha / dropout / targets, N,
+    warm-start epochs, task choice and class weights it used. No run, or one that cannot be read: the note hides
+    and the form is left as is."""
+    keep = [gr.skip()] * (3 + len(hp_fields) + 8)
     if not run_id:
         return [gr.update(visible=False)] + keep
     try:
@@ -85,13 +92,14 @@ def run_to_form(manager, hp_fields: list[str], owner: str, run_id: str | None):
         return [gr.update(visible=False)] + keep
     mc = cfg.method_cfg().to_dict()
     targets = mc.get("target_modules") or ""
-    task = "image" if (info.dataset or cfg.train_file).lower().endswith(".zip") else "text"
-    model = cfg.model or DEFAULT_MODELS[task]
-    return ([gr.update(value=data_note(info, cfg, data), visible=True), task, model, cfg.method]
+    modality = "image" if (info.dataset or cfg.train_file).lower().endswith(".zip") else "text"
+    model = cfg.model or DEFAULT_MODELS[modality]
+    return ([gr.update(value=data_note(info, cfg, data), visible=True), modality, model, cfg.method]
             + [getattr(cfg.train, f) for f in hp_fields]
             + [mc.get("r", 8), mc.get("alpha", 16), mc.get("dropout", 0.1),
                ", ".join(targets) if isinstance(targets, (list, tuple)) else targets,
-               mc.get("num_layers", 2), cfg.train.probe_epochs])
+               mc.get("num_layers", 2), cfg.train.probe_epochs, cfg.task or views.INFERRED,
+               cfg.train.class_weights])
 
 
 def probe_from_config(config_file):
@@ -115,23 +123,26 @@ def _report(manager, run_id: str) -> dict:
 
 
 def compare(manager, owner: str, run_ids):
-    """Ticked runs -> (settings and metrics side by side, validation macro-F1 per epoch with a series per run,
-    per-class test F1 with a column per run, the comparison box shown when a run is ticked)."""
+    """Ticked runs -> (settings and metrics side by side, each run's validation score per epoch with a series
+    per run, per-class / per-label test F1 with a column per run, the comparison box shown when a run is
+    ticked)."""
     try:
         mine = {j.id: j for j in manager.list(owner)}
     except JobError:
         mine = {}
     runs = [mine[i] for i in run_ids or [] if i in mine]
     reports = {views.run_title(j): _report(manager, j.id) for j in runs}
-    curves = views.compare_curves({k: r.get("training", {}).get("history", []) for k, r in reports.items()})
-    f1 = views.compare_per_class({k: r.get("evaluation", {}).get("per_class", []) for k, r in reports.items()})
-    return views.compare_frame(runs), curves if len(curves) else None, f1, gr.update(visible=bool(runs))
+    names = {views.run_title(j): views.best_val_of(j.results)[0] for j in runs}
+    curves = history_views.compare_curves({k: r.get("training", {}).get("history", []) for k, r in reports.items()},
+                                          names)
+    f1 = history_views.compare_per_class({k: r.get("evaluation", {}).get("per_class", []) for k, r in reports.items()})
+    return history_views.compare_frame(runs), curves if len(curves) else None, f1, gr.update(visible=bool(runs))
 
 
 def run_lists(manager, owner: str, runs: list[JobInfo]) -> dict:
     """``app.poll`` outputs that follow the owner's run list: history, picker choices (never its value: a tick
     may race a pick), compare choices, the runs section, disk use against the quota."""
-    return {"history": views.history_frame(runs),
+    return {"history": history_views.history_frame(runs),
             "run": gr.update(choices=[views.run_choice(j) for j in runs], visible=bool(runs)),
             "compare_pick": gr.update(choices=[views.run_choice(j) for j in runs if j.has_model]),
             "runs_col": gr.update(visible=bool(runs)),
@@ -143,13 +154,37 @@ def quota_line(manager, owner: str, runs: list[JobInfo]) -> str:
     return views.quota_text(manager.disk_usage(owner), manager.max_user_disk_mb) if runs else ""
 
 
-def shown(manager, info: JobInfo | None, metrics, per_class, cm, miss, ready: bool) -> dict:
-    """``app.poll`` outputs that follow the selected run's state: its results (``app._results``: tables, confusion
-    matrix, misclassified images, whether there are results), step 4, Cancel / Delete (active only when
-    the action is possible); ``app.poll`` renews the config download link itself."""
+def shown(manager, info: JobInfo | None) -> dict:
+    """``app.poll`` outputs that follow the selected run's state: step 4 (shown with a model), its Try it
+    widgets for the run's task kind and inputs (``app_try``: a second text box for pair runs, the label widget or
+    the per-label table; the last prediction cleared), Cancel / Delete (active only when the action is
+    possible). ``app_runs._results`` gives the results; ``app.poll`` renews the download links itself."""
     has_model = bool(info and info.has_model)
-    return {"metrics": metrics, "per_class": per_class, "cm_img": cm, "miss_img": miss,
-            "results_col": gr.update(visible=ready), "use_col": gr.update(visible=has_model),
-            "use_note": gr.update(visible=not has_model),
-            "cancel_btn": gr.update(interactive=bool(info and info.state in ("queued", "running"))),
-            "delete_btn": gr.update(interactive=bool(info and info.state in ("finished", "failed", "cancelled")))}
+    out = {"use_col": gr.update(visible=has_model), "use_note": gr.update(visible=not has_model),
+           "cancel_btn": gr.update(interactive=bool(info and info.state in ("queued", "running"))),
+           "delete_btn": gr.update(interactive=bool(info and info.state in ("finished", "failed", "cancelled")))}
+    spec = run_task(manager.dir(info.id)) if has_model else None
+    if spec is None:
+        return out
+    kind, pair = try_kind(spec), spec.input_kind == "text_pair"
+    return out | {"text_in": gr.update(label=f"Text ({spec.text_column})" if pair else "Text"),
+                  "text_pair_in": gr.update(label=f"Second text ({spec.text_pair_column})", visible=True)
+                  if pair else gr.update(visible=False),
+                  "label_out": gr.update(value=None, visible=kind.shows_label,
+                                         label=kind.label_title.format(target=spec.labels[0])),
+                  "try_table": gr.update(value=None, visible=False), "try_md": ""}
+
+
+def run_task(run_dir: Path):
+    """The TaskSpec a run's model was trained for (``model/classifier_config.json``: kind, labels, thresholds,
+    pair column), or None when it cannot be read; runs saved before task kinds are single-label."""
+    from peft_core.tasks import TaskSpec
+
+    try:
+        meta = json.loads((run_dir / "model" / "classifier_config.json").read_text())
+        if "task" in meta:
+            return TaskSpec.from_dict(meta["task"])
+        return TaskSpec(kind="single_label", text_column="text", label_column="label",
+                        id2label=meta["id2label"], modality=meta.get("modality", "text"))
+    except (OSError, ValueError, KeyError, TypeError, PeftCoreError):
+        return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
+import app_history as history_views
 import app_views as views
 
 
@@ -16,14 +17,20 @@ def data_and_model(defaults, model_choices, default_model, method_choices):
 
 
 def data():
-    """Step 1: task, data upload, example buttons, column pickers, data report, preview and class balance."""
+    """Step 1: data kind, task, data upload, example buttons, column pickers, data report, preview and balance."""
     w = {}
-    gr.Markdown("## 1 · Data\n**Text**: a table with a text column and a label column (CSV, TSV, JSON, JSONL, "
-                "Parquet). **Images**: a .zip with one folder per class (optionally inside `train/` and "
-                "`validation/` or `test/`). Without a test file, 20% is held out for testing and 10% for early "
-                "stopping (stratified).")
-    w["task"] = gr.Radio(label="Task", choices=[("Text classification", "text"), ("Image classification", "image")],
-                         value="text", elem_id="task")
+    gr.Markdown("## 1 · Data\n**Text**: a table with a text column (two for text pairs, e.g. premise and "
+                "hypothesis) and a target column: one class per row, several labels per row (lists, or labels "
+                "joined by `;` `|` `,`), or a number (CSV, TSV, JSON, JSONL, Parquet). **Images**: a .zip with one "
+                "folder per class (optionally inside `train/` and `validation/` or `test/`), or with a "
+                "`metadata.csv` / `metadata.jsonl` (`file_name` and the target) for several labels or a number per "
+                "image. Without a test file, 20% is held out for testing and 10% for early stopping.")
+    with gr.Row(equal_height=True):
+        w["modality"] = gr.Radio(label="Data", choices=[("Text", "text"), ("Images", "image")], value="text",
+                                 elem_id="modality", scale=1)
+        w["task"] = gr.Dropdown(label="Task", choices=views.task_choices(), value=views.INFERRED, elem_id="task",
+                                interactive=True, scale=2, info="What the model predicts; the data report says "
+                                "what it inferred from the target column and why")
     types = [".csv", ".tsv", ".txt", ".json", ".jsonl", ".parquet", ".zip"]
     with gr.Row():
         w["train_file"] = gr.File(label="Training data", file_types=types, elem_id="train-file")
@@ -36,8 +43,12 @@ def data():
     with gr.Row(visible=True) as w["columns_row"]:
         w["text_col"] = gr.Dropdown(label="Text column", choices=[], interactive=True, elem_id="text-col",
                                     allow_custom_value=True)
+        w["pair_col"] = gr.Dropdown(label="Second text column (text pairs)", choices=[views.NO_PAIR],
+                                    value=views.NO_PAIR, interactive=True, elem_id="pair-col")
         w["label_col"] = gr.Dropdown(label="Label column", choices=[], interactive=True, elem_id="label-col",
                                      allow_custom_value=True)
+        w["separator"] = gr.Textbox(label="Label separator", placeholder="multi-label: inferred (; | ,)",
+                                    max_length=5, elem_id="separator", scale=0, min_width=220)
     w["data_report"] = gr.Markdown(elem_id="data-report")
     w["image_preview"] = gr.Gallery(label="Sample images (class folder)", columns=8, height=200, visible=False,
                                     elem_id="image-preview")
@@ -47,8 +58,8 @@ def data():
                                     interactive=False, wrap=True, max_height=300, scale=3, elem_id="preview",
                                     column_widths=["50%", "15%"])  # the chosen text and label columns come first
         w["classes"] = gr.Dataframe(pd.DataFrame(columns=["label", "train", "validation", "test", "share %"]),
-                                    label="Class balance (rows per split)", interactive=False, max_height=300,
-                                    scale=2)
+                                    label="Label balance (rows per split)", interactive=False, max_height=300,
+                                    scale=2, elem_id="classes")
     return w
 
 
@@ -82,14 +93,14 @@ def model_and_method(defaults, model_choices, default_model, method_choices):
                        info=views.LR_INFO)
         w["probe_epochs"] = gr.Number(label="Warm-start epochs (head first)", value=None,
                                       visible=False, elem_id="probe-epochs", info=views.PROBE_INFO)
-    w["hp"] = _hyperparameters(defaults, lr)  # app.HP_FIELDS order
+    w["hp"], w["class_weights"] = _hyperparameters(defaults, lr)  # app.HP_FIELDS order, then the checkbox
     w["trainable_md"] = gr.Markdown()
     return w
 
 
 def _hyperparameters(defaults, lr):
-    """The hyper-parameters accordion -> its Number fields in ``app.HP_FIELDS`` order (``lr``: the method's
-    learning-rate field, shown beside the method)."""
+    """The hyper-parameters accordion -> (its Number fields in ``app.HP_FIELDS`` order, the class-weights
+    checkbox) (``lr``: the method's learning-rate field, shown beside the method)."""
     with gr.Accordion("Hyper-parameters (defaults suit the chosen method)", open=False, elem_id="hp"):
         with gr.Row(equal_height=True):
             epochs = gr.Number(label="Epochs (max)", value=defaults.epochs, elem_id="hp-epochs",
@@ -98,7 +109,7 @@ def _hyperparameters(defaults, lr):
                               info="Examples per optimizer step")
             patience = gr.Number(label="Early-stopping patience", value=defaults.early_stopping_patience,
                                  elem_id="hp-patience",
-                                 info="Epochs without a better validation macro-F1; 0 = off")
+                                 info="Epochs without a better validation score; 0 = off")
         with gr.Row(equal_height=True):
             head_lr = gr.Number(label="Head learning rate", value=defaults.head_learning_rate,
                                 info="AdamW step size for the new classification head")
@@ -113,7 +124,10 @@ def _hyperparameters(defaults, lr):
                                 info="Dropout before the head while training (0-0.5)")
             seed = gr.Number(label="Seed", value=defaults.seed,
                              info="Same seed, data and settings: same split and same result")
-    return [epochs, batch, lr, head_lr, decay, warmup, max_len, dropout, patience, seed]
+        weights = gr.Checkbox(label="Class weights (against imbalance)", value=defaults.class_weights,
+                              elem_id="class-weights", info="Rare classes count more in the loss (single-label: "
+                              "'balanced' weights; multi-label: each label's negatives / positives)")
+    return [epochs, batch, lr, head_lr, decay, warmup, max_len, dropout, patience, seed], weights
 
 
 def train():
@@ -137,28 +151,40 @@ def train():
     with gr.Column(visible=False, elem_id="live") as w["live_col"]:  # a run is selected
         with gr.Row():
             w["loss_plot"] = gr.LinePlot(views.loss_frame(None), x="step", y="loss", title="Training loss per step",
-                                         x_title="optimizer step", y_title="cross-entropy", height=260,
+                                         x_title="optimizer step", y_title="loss", height=260,
                                          visible=False, elem_id="loss-plot")
             w["val_plot"] = gr.ScatterPlot(None, x="epoch", y="value", color="metric",
                                            title="Validation scores per epoch", x_title="epoch",
-                                           y_title="score (0-1)", height=260, sort=views.EPOCH_ORDER,
+                                           y_title="score", height=260, sort=views.EPOCH_ORDER,
                                            x_axis_format="d",
                                            visible=False, elem_id="val-plot")
         w["log"] = gr.Textbox(label="Log (latest lines)", lines=4, max_lines=12, interactive=False,
                               elem_id="run-log")
     with gr.Column(visible=False, elem_id="results") as w["results_col"]:  # the run has a model
-        with gr.Row():
-            with gr.Column(scale=1):
-                w["metrics"] = gr.Dataframe(pd.DataFrame(columns=["metric", "model", "baseline"]),
-                                            interactive=False, label="Held-out metrics vs. majority baseline",
-                                            elem_id="metrics")
-                w["per_class"] = gr.Dataframe(pd.DataFrame(columns=["label", "precision", "recall", "f1", "support"]),
-                                              label="Per-class scores", interactive=False, max_height=300)
-            w["cm_img"] = gr.Image(label="Confusion matrix", show_label=False, type="filepath", interactive=False,
-                                   elem_id="cm-img", scale=1)
-        w["miss_img"] = gr.Image(label="Misclassified held-out images", type="filepath", interactive=False,
-                                 visible=False, elem_id="miss-img")
+        _results(w)
     return w
+
+
+def _results(w) -> None:
+    """Step 3's results: the task kind's metrics beside its baseline, per-class / per-label scores, the
+    evaluation figure, misclassified images, the worst held-out rows and the download of every prediction."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            w["metrics"] = gr.Dataframe(pd.DataFrame(columns=["metric", "model", "baseline"]), interactive=False,
+                                        label="Held-out metrics vs. baseline", elem_id="metrics", wrap=True,
+                                        column_widths=["50%", "20%", "30%"])
+            w["per_class"] = gr.Dataframe(pd.DataFrame(columns=["label", "precision", "recall", "f1", "support"]),
+                                          label="Per-class scores", interactive=False, max_height=300,
+                                          elem_id="per-class")
+            w["eval_notes"] = gr.Markdown(elem_id="eval-notes")
+        w["eval_img"] = gr.Image(label="Evaluation", show_label=False, type="filepath", interactive=False,
+                                 elem_id="eval-img", scale=1)
+    w["miss_img"] = gr.Image(label="Misclassified held-out images", type="filepath", interactive=False,
+                             visible=False, elem_id="miss-img")
+    w["mistakes"] = gr.Dataframe(pd.DataFrame(columns=["input", "true", "predicted"]), interactive=False, wrap=True,
+                                 label="Where the model is wrong", max_height=520, elem_id="mistakes")
+    w["predictions_dl"] = gr.DownloadButton("Download every held-out prediction (predictions.csv)",
+                                            interactive=False, visible=False, elem_id="predictions-dl", size="sm")
 
 
 def use():
@@ -171,11 +197,22 @@ def use():
         gr.Markdown("Uses the run selected in step 3.")
         with gr.Row():
             with gr.Column(scale=3):
-                w["text_in"] = gr.Textbox(label="Text", placeholder="Type a message to classify", lines=2)
+                with gr.Column() as w["text_try_col"]:  # text runs: one box, two for pair runs
+                    w["text_in"] = gr.Textbox(label="Text", placeholder="Type a text for the model", lines=2,
+                                              elem_id="text-in")
+                    w["text_pair_in"] = gr.Textbox(label="Second text", lines=2, visible=False,
+                                                   elem_id="text-pair-in")
                 w["image_in"] = gr.Image(label="Image", type="filepath", image_mode=None,  # the file as uploaded:
                                          sources=["upload", "clipboard"], height=220,  # alpha kept, as in training
                                          visible=False, elem_id="image-in")
-            w["label_out"] = gr.Label(label="Predicted label probabilities (top 5)", num_top_classes=5, scale=2)
+            with gr.Column(scale=2):
+                w["try_md"] = gr.Markdown(elem_id="try-md")  # the prediction in words, above its details
+                w["label_out"] = gr.Label(label="Predicted class (top 5 probabilities)", num_top_classes=5,
+                                          elem_id="label-out")
+                w["try_table"] = gr.Dataframe(pd.DataFrame(columns=["label", "probability", "threshold", "chosen"]),
+                                              label="Every label: probability, decision threshold, chosen",
+                                              interactive=False, visible=False, max_height=360,
+                                              elem_id="try-table")
         with gr.Row():
             w["try_btn"] = gr.Button("Predict", elem_id="try-btn")
             w["try_img_btn"] = gr.Button("Predict the image", visible=False, elem_id="try-img-btn")
@@ -199,20 +236,23 @@ def history():
                 "run's config, or upload one to fill step 2 and the hyper-parameters from it.")
     with gr.Column(visible=False, elem_id="runs") as w["runs_col"]:  # once there is a run
         w["quota_md"] = gr.Markdown(elem_id="quota")
-        w["history"] = gr.Dataframe(views.history_frame([]), label="Run history", interactive=False, wrap=True,
-                                    column_widths=views.HISTORY_WIDTHS, max_height=1200, elem_id="history")
+        w["history"] = gr.Dataframe(history_views.history_frame([]), label="Run history", interactive=False,
+                                    wrap=True, column_widths=history_views.HISTORY_WIDTHS, max_height=1200,
+                                    elem_id="history")
         w["compare_pick"] = gr.CheckboxGroup(label="Compare runs", choices=[], elem_id="compare-pick")
         with gr.Column(visible=False, elem_id="compare-box") as w["compare_col"]:  # once runs are ticked
-            w["compare"] = gr.Dataframe(views.compare_frame([]), label="Side by side", interactive=False, wrap=True,
-                                        max_height=2000, elem_id="compare")
+            w["compare"] = gr.Dataframe(history_views.compare_frame([]), label="Side by side", interactive=False,
+                                        wrap=True, max_height=2000, elem_id="compare")
             with gr.Row():
-                w["compare_curves"] = gr.ScatterPlot(None, x="epoch", y="validation macro-F1",
-                                                     color="run", title="Validation macro-F1 per epoch",
+                w["compare_curves"] = gr.ScatterPlot(None, x="epoch", y=history_views.COMPARE_Y,
+                                                     color="run", title="Validation score per epoch (each run's "
+                                                     "selection metric)",
                                                      x_title="epoch", height=280, sort=views.EPOCH_ORDER,
                                                      x_axis_format="d",
                                                      elem_id="compare-curves")
-                w["compare_f1"] = gr.Dataframe(views.compare_per_class({}), label="Per-class test F1",
-                                               interactive=False, max_height=2000, elem_id="compare-f1")
+                w["compare_f1"] = gr.Dataframe(history_views.compare_per_class({}),
+                                               label="Per-class / per-label test F1", interactive=False,
+                                               max_height=2000, elem_id="compare-f1")
         w["config_dl"] = gr.DownloadButton("Download the selected run's config.json", interactive=False,
                                            elem_id="config-dl")
     w["config_up"] = gr.File(label="Start from a config.json", file_types=[".json"], elem_id="config-up",

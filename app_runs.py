@@ -5,19 +5,19 @@ run, the /status and /runs API, Try it, export with signed download links, and c
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
 import gradio as gr
-import pandas as pd
 
 import app_files as files
 import app_form as form
+import app_results as results
 import app_state as state
 import app_views as views
-from app_data import _prepare, _run_config
-from app_state import _is_zip, download_link, user_errors
+from app_try import text_inputs, try_kind, try_view
+from app_data import _prepare, _run_config, data_options
+from app_state import download_link, user_errors
 from peft_core.errors import JobError
 from peft_core.jobs import new_owner_token
 from peft_core.models import REGISTRY
@@ -51,20 +51,26 @@ def on_load(owner):
 def train_model(owner, train_file, test_file, text_col, label_col, model, method, epochs, batch_size,
                 learning_rate, head_learning_rate, weight_decay, warmup_ratio, max_length, dropout,
                 early_stopping_patience, seed, num_layers, lora_r, lora_alpha, lora_dropout, lora_targets,
-                probe_epochs=None, run_name=None):
+                probe_epochs=None, run_name=None, task=None, text_pair_column=None, label_separator=None,
+                class_weights=False):
     """Check the inputs and queue a training run -> (run id, status HTML). Returns at once; follow the run
     with /status (API) or the live view (page). ``probe_epochs``: LP-FT warm-start epochs (None: the method's
-    default); ``run_name``: an optional name or note shown with the run."""
+    default); ``run_name``: an optional name or note shown with the run; ``task``: a task kind of
+    ``peft_core.tasks.TASKS`` ("inferred" or None: from the data); ``text_pair_column``: the second text of pair
+    tasks (None: inferred from well-known column pairs; "(none)" or "": no pair); ``label_separator``:
+    multi-label strings' separator (None: inferred); ``class_weights``: weight the loss against class
+    imbalance."""
     hp = (epochs, batch_size, learning_rate, head_learning_rate, weight_decay, warmup_ratio, max_length, dropout,
           early_stopping_patience, seed)
     method_opts = (num_layers, lora_r, lora_alpha, lora_dropout, lora_targets)
-    cfg = _run_config(train_file, test_file, text_col, label_col, model, method, hp, method_opts)
+    options = data_options(text_col, label_col, task, text_pair_column, label_separator)
+    cfg = _run_config(train_file, test_file, options, model, method, hp, method_opts, class_weights)
     cfg.train = dataclasses.replace(cfg.train, probe_epochs=probe_epochs)  # validated like the others
-    _prepare(cfg.train_file, cfg.test_file, cfg.text_column, cfg.label_column)
+    data = _prepare(cfg.train_file, cfg.test_file, **options)
     if model and model in REGISTRY:  # a bundled model of the wrong kind: say so now, not after queueing
         from peft_core.pipeline import check_modality
 
-        check_modality(REGISTRY[model], "image" if _is_zip(cfg.train_file) else "text")
+        check_modality(REGISTRY[model], data.task.modality)
     info = state.jobs().submit(owner, cfg, name=run_name or "")
     return info.id, views.status_html(info, None, state.jobs().queue_position(info.id))
 
@@ -99,28 +105,32 @@ def _cached_copy(path) -> str:
     return save_file_to_cache(path, cache_dir=get_upload_folder())
 
 
-def _results(info):
-    """Outputs metrics, per-class, confusion matrix, misclassified images of a run (empty when it has no model
-    or its report.json is not written yet) and whether there are results."""
-    from peft_core.evaluation import EvalReport
+def _results(info) -> dict:
+    """``poll`` outputs of the selected run's results (``app_results.read_results``): the kind's metrics and
+    per-class / per-label table, its notes, the evaluation figure, misclassified images, the worst held-out
+    rows, whether there are results at all (``poll`` shows the predictions download). Empty while the run has
+    no model or its report.json is not written yet."""
+    res = results.read_results(state.jobs().dir(info.id)) if info is not None and info.has_model else None
+    ready = res is not None
+    res = res or results.empty_results()
+    figure = lambda name: _cached_copy(res.figures[name]) if name in res.figures else None  # noqa: E731
+    return {"metrics": res.metrics, "per_class": gr.update(value=res.per_class, visible=len(res.per_class) > 0,
+                                                           label=_per_class_label(res.per_class)),
+            "eval_notes": res.notes, "eval_img": figure("evaluation"),
+            "miss_img": gr.update(value=figure("misclassified"), visible="misclassified" in res.figures),
+            "mistakes": gr.update(value=res.mistakes, label=results.mistakes_label(res), visible=ready,
+                                  column_widths=results.column_widths(res.mistakes.columns)),
+            "results_col": gr.update(visible=ready)}
 
-    report_path = state.jobs().dir(info.id) / "report.json" if info else None
-    if info is None or not info.has_model or not report_path.is_file():
-        return (pd.DataFrame(columns=["metric", "model", "baseline"]),
-                pd.DataFrame(columns=["label", "precision", "recall", "f1", "support"]), None,
-                gr.update(value=None, visible=False), False)
-    ev = EvalReport(**json.loads(report_path.read_text())["evaluation"])
-    run_dir = state.jobs().dir(info.id)
-    miss = run_dir / "misclassified.png"
-    return (ev.metrics_table(), ev.per_class_table(), _cached_copy(run_dir / "confusion_matrix.png"),
-            gr.update(value=_cached_copy(miss), visible=True) if miss.is_file() else gr.update(value=None,
-                                                                                               visible=False),
-            True)
+
+def _per_class_label(table) -> str:
+    return "Per-label scores and decision thresholds" if "threshold" in table else "Per-class scores"
 
 
-POLL_OUTPUTS = ["status", "loss_plot", "val_plot", "log", "metrics", "per_class", "cm_img", "history", "run",
+POLL_OUTPUTS = ["status", "loss_plot", "val_plot", "log", "metrics", "per_class", "eval_img", "history", "run",
                 "compare_pick", "config_dl", "miss_img", "live_col", "results_col", "cancel_btn", "delete_btn",
-                "use_col", "use_note", "runs_col", "quota_md"]  # what poll returns after ``view``, in this order
+                "use_col", "use_note", "runs_col", "quota_md", "eval_notes", "mistakes", "predictions_dl",
+                "text_in", "text_pair_in", "label_out", "try_table", "try_md"]  # what poll returns after ``view``
 
 
 def poll(owner, run_id, view, request: gr.Request = None):
@@ -152,16 +162,21 @@ def poll(owner, run_id, view, request: gr.Request = None):
                 "val_plot": gr.update(value=val if len(val) else None, visible=len(val) > 0),
                 "log": views.log_text(p, info),
                 "live_col": gr.update(visible=info is not None)}
-    # results refresh when the run, its state or its report.json changes (a run can end before its report is read)
+    # results refresh when the run, its state or its report.json changes (a run can end before its report is read);
+    # the download links are renewed before they expire, and once predictions.csv is there
     shown = (info.id, info.state, info.has_model, (state.jobs().dir(info.id) / "report.json").is_file()) if info else None
     if shown != view.get("shown"):
         view["shown"] = shown
-        out |= form.shown(state.jobs(), info, *_results(info))
-    link = (info.id, int(time.time() // (files.link_ttl_s() / 2))) if info else None
+        out |= _results(info) | form.shown(state.jobs(), info)
+    has_predictions = bool(info and (state.jobs().dir(info.id) / "predictions.csv").is_file())
+    link = (info.id, int(time.time() // (files.link_ttl_s() / 2)), has_predictions) if info else None
     if link != view.get("link"):
         view["link"] = link
         out["config_dl"] = gr.update(value=download_link(request, info.id, "config.json") if info else None,
                                      interactive=info is not None)
+        out["predictions_dl"] = gr.update(value=download_link(request, info.id, "predictions.csv")
+                                          if has_predictions else None, interactive=has_predictions,
+                                          visible=has_predictions)
     return (view, *[out.get(k, gr.skip()) for k in POLL_OUTPUTS])
 
 
@@ -200,37 +215,72 @@ def _selected(run_id) -> str:
     return run_id
 
 
-@user_errors
-def try_it(owner, run_id, text):
-    """Text -> label probabilities of the selected run's model."""
-    from peft_core.inference import predict_proba
+def _text_row(owner, run_id, text, text_pair):
+    """The selected run's TryView (``app_try``) for a text, or a text pair for pair runs."""
+    from peft_core.inference import predict_logits
 
     run = state.jobs().run(owner, _selected(run_id))
-    if not (text or "").strip():
-        raise gr.Error("Type a text to classify.", print_exception=False)
-    if run.data.task.kind == "image-classification":
+    spec = run.data.task
+    if spec.input_kind == "image":
         raise gr.Error("The selected run is an image model: upload an image and press 'Predict the image'.",
                        print_exception=False)
-    probs = predict_proba(run.model, run.tokenizer, [text], run.train_config.max_length)[0]
-    return {label: float(p) for label, p in zip(run.data.task.labels, probs)}
+    try:
+        inputs = text_inputs(spec, text, text_pair)
+    except ValueError as e:
+        raise gr.Error(str(e)[:1].upper() + str(e)[1:] + ".", print_exception=False) from e
+    return spec, try_view(spec, predict_logits(run.model, run.tokenizer, inputs, run.train_config.max_length))
+
+
+def _image_row(owner, run_id, image):
+    """The selected run's TryView for an image file."""
+    from peft_core.inference import predict_logits
+
+    run = state.jobs().run(owner, _selected(run_id))
+    spec = run.data.task
+    if spec.input_kind != "image":
+        raise gr.Error("The selected run is a text model: type a text and press 'Predict'.", print_exception=False)
+    if not image:
+        raise gr.Error("Upload an image to predict from.", print_exception=False)
+    try:
+        logits = predict_logits(run.model, run.tokenizer, [image], run.train_config.max_length)
+    except ValueError as e:  # unreadable / too large image
+        raise gr.Error(f"Cannot read this image: {e}. Upload a PNG, JPEG, BMP, GIF, WebP or TIFF file.",
+                       print_exception=False) from e
+    return spec, try_view(spec, logits)
+
+
+def _details(spec, view) -> tuple:
+    """The page's per-kind widgets of a prediction: the label widget's visibility, the per-label table, the
+    summary line."""
+    kind = try_kind(spec)
+    return (gr.update(visible=kind.shows_label),
+            gr.update(value=view.table, visible=kind.shows_table) if kind.shows_table else gr.update(visible=False),
+            view.summary)
+
+
+@user_errors
+def try_it(owner, run_id, text, text_pair=None):
+    """Text (and, for pair runs, the second text) -> the selected run's prediction: label probabilities
+    (single-label), the chosen labels "; "-joined (multi-label), the number in the target's units (regression)."""
+    return _text_row(owner, run_id, text, text_pair)[1].label
+
+
+@user_errors
+def try_it_details(owner, run_id, text, text_pair=None):
+    """The page's rest of a text prediction (see :func:`_details`)."""
+    return _details(*_text_row(owner, run_id, text, text_pair))
 
 
 @user_errors
 def try_image(owner, run_id, image):
-    """Image file -> label probabilities of the selected run's image model."""
-    from peft_core.inference import predict_proba
+    """Image file -> the selected run's prediction (as :func:`try_it`)."""
+    return _image_row(owner, run_id, image)[1].label
 
-    run = state.jobs().run(owner, _selected(run_id))
-    if run.data.task.kind != "image-classification":
-        raise gr.Error("The selected run is a text model: type a text and press 'Predict'.", print_exception=False)
-    if not image:
-        raise gr.Error("Upload an image to classify.", print_exception=False)
-    try:
-        probs = predict_proba(run.model, run.tokenizer, [image], run.train_config.max_length)[0]
-    except ValueError as e:  # unreadable / too large image
-        raise gr.Error(f"Cannot read this image: {e}. Upload a PNG, JPEG, BMP, GIF, WebP or TIFF file.",
-                       print_exception=False) from e
-    return {label: float(p) for label, p in zip(run.data.task.labels, probs)}
+
+@user_errors
+def try_image_details(owner, run_id, image):
+    """The page's rest of an image prediction (see :func:`_details`)."""
+    return _details(*_image_row(owner, run_id, image))
 
 
 @user_errors

@@ -14,17 +14,45 @@ from peft_core.jobs import JobInfo
 from peft_core.methods import METHODS
 from peft_core.models import REGISTRY
 from peft_core.progress import Progress
+from peft_core.tasks import TASKS
 
 STATE_WORDS = {"queued": "Queued", "running": "Running", "cancelling": "Cancelling", "finished": "Finished",
                "failed": "Failed", "cancelled": "Cancelled"}
-HISTORY_COLUMNS = ["started", "run", "data", "model · method", "settings", "accuracy", "macro-F1", "duration",
-                   "status"]
-HISTORY_WIDTHS = ["11%", "14%", "14%", "12%", "18%", "8%", "8%", "7%", "8%"]  # headers and words fit on one line
+INFERRED = "inferred"  # the task choice that lets the data decide
+NO_PAIR = "(none)"  # the second-text-column choice of single-text tasks
 FROZEN_LR_LABEL = "Encoder learning rate (unused: the encoder stays frozen)"
 LR_INFO = "AdamW step size for the trained encoder layers or adapters"
 PROBE_INFO = "LP-FT: fit the head alone for up to this many epochs first; 0 = off"
 LOSS_COLUMNS = ["step", "loss"]
 VAL_COLUMNS = ["epoch", "value", "metric"]
+
+
+def task_choices() -> list[tuple[str, str]]:
+    """The task dropdown: "inferred from the data", then one entry per registered task kind (its title)."""
+    return [("Inferred from the data", INFERRED)] + [(k.title, name) for name, k in TASKS.items()]
+
+
+def task_title(name: str | None) -> str:
+    """A task kind's title ("Multi-label classification"); runs recorded before task kinds are single-label."""
+    kind = TASKS.get((name or "single_label").replace("-", "_"))
+    return kind.title if kind else str(name)
+
+
+def score_of(results: dict) -> tuple[str, float | None, float | None]:
+    """(metric name, held-out score, baseline score) a run is summed up by: its task kind's headline metric
+    (records.py ``score_name`` / ``score`` / ``baseline_score``); records written before task kinds have
+    macro-F1 only, and no baseline macro-F1."""
+    if "score_name" in results:
+        return results["score_name"], results.get("score"), results.get("baseline_score")
+    return "macro-F1", results.get("macro_f1"), None
+
+
+def best_val_of(results: dict) -> tuple[str, float | None]:
+    """(validation score name, best validation score): what early stopping and best-epoch selection
+    followed; older records: macro-F1."""
+    if "best_val_score" in results:
+        return results.get("val_score_name") or "score", results["best_val_score"]
+    return "macro-F1", results.get("best_val_macro_f1")
 
 
 def short(run_id: str) -> str:
@@ -78,8 +106,14 @@ def _results_line(info: JobInfo) -> str:
     epochs = (f"best epoch {r['best_epoch']} of {r['epochs_run']} run"
               f"{' (early stopping)' if r.get('stopped_early') else ''}" if r["epochs_run"]
               else "no epoch had finished, so the weights after the last step were evaluated")
-    return (f"held-out accuracy <b>{r['accuracy']:.4f}</b>, macro-F1 <b>{r['macro_f1']:.4f}</b> "
-            f"(majority baseline accuracy {r['baseline_accuracy']:.4f}); {epochs}")
+    name, score, baseline = score_of(r)
+    text = f"held-out {html.escape(name)} <b>{score:.4f}</b>" if score is not None else "held-out scores saved"
+    if baseline is not None:
+        text += f" (baseline {baseline:.4f})"
+    if r.get("accuracy") is not None:  # single-label runs: accuracy too, beside the majority baseline's
+        text += (f", accuracy <b>{r['accuracy']:.4f}</b> (majority baseline accuracy "
+                 f"{r.get('baseline_accuracy') or 0:.4f})")
+    return f"{text}; {epochs}"
 
 
 PHASE_WORDS = {"preparing": "Preparing the data and the base model",
@@ -205,8 +239,9 @@ def loss_frame(p: Progress | None) -> pd.DataFrame:
 
 
 def val_frame(p: Progress | None) -> pd.DataFrame:
-    """Validation accuracy and macro-F1 per epoch, long format (epoch, value, metric)."""
-    rows = [(e, v, name) for e, name, v in (p.val if p else []) if name != "validation loss"]
+    """The named validation metrics per epoch (accuracy, macro-F1, micro-F1, RMSE, R²...: the task kind's), long
+    format (epoch, value, metric); the loss and the generic ``val_score`` (a copy of one of them) left out."""
+    rows = [(e, v, name) for e, name, v in (p.val if p else []) if name not in ("validation loss", "val_score")]
     return pd.DataFrame(rows, columns=VAL_COLUMNS).astype({"epoch": "int64", "value": "float64", "metric": "str"})
 
 
@@ -249,10 +284,10 @@ def quota_text(used_bytes: int, limit_mb: float) -> str:
 
 
 def preview_frame(frame: pd.DataFrame, text_col: str | None, label_col: str | None, rows: int = 12,
-                  clip: int = 200) -> pd.DataFrame:
-    """The data preview: the chosen text and label columns first, then the others; texts longer than ``clip``
-    characters end in "…" so a long message does not push the label off screen."""
-    first = [c for c in (text_col, label_col) if c in frame.columns]
+                  clip: int = 200, pair_col: str | None = None) -> pd.DataFrame:
+    """The data preview: the chosen text (and second text) and label columns first, then the others; texts
+    longer than ``clip`` characters end in "…" so a long message does not push the label off screen."""
+    first = [c for c in (text_col, pair_col, label_col) if c in frame.columns]
     out = frame[first + [c for c in frame.columns if c not in first]].head(rows).copy()
     for c in out.columns:
         if out[c].dtype == object or pd.api.types.is_string_dtype(out[c]):
@@ -267,84 +302,5 @@ def parity_table(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _fmt(v, digits=4):
-    return "" if v is None else round(v, digits)
-
-
 def _trains_encoder(j: JobInfo) -> bool:
     return METHODS[j.method].trains_encoder if j.method in METHODS else True
-
-
-def _settings(j: JobInfo) -> str:
-    """Key settings in one cell: "4 epochs · lr 0.0001 / 0.01 · max_length 64" (encoder / head learning rate;
-    only the head's for a frozen encoder; no max_length for images)."""
-    p = j.params
-    rates = (f"{p.get('learning_rate')} / {p.get('head_learning_rate')}" if _trains_encoder(j)
-             else f"{p.get('head_learning_rate')} (head)")
-    text = f"{p.get('epochs')} epochs · lr {rates}"
-    return text if is_image_run(j) else text + f" · max_length {p.get('max_length')}"
-
-
-def history_frame(jobs: list[JobInfo]) -> pd.DataFrame:
-    """One row per run (newest first): when, id and name, data file, model and method, settings, results,
-    duration in words, status (the trainable share is in the comparison)."""
-    rows = []
-    for j in jobs:
-        r = j.results
-        rows.append([_clock(j.created), run_title(j), getattr(j, "dataset", ""), f"{j.model} · {j.method}",
-                     _settings(j), _fmt(r.get("accuracy")), _fmt(r.get("macro_f1")),
-                     _secs(j.duration_s) if j.finished and j.started else "", j.state])
-    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-
-
-def compare_frame(jobs: list[JobInfo]) -> pd.DataFrame:
-    """Selected runs side by side: one column per run, one row per metric or setting (max_length only when
-    a text run is among them)."""
-    if not jobs:
-        return pd.DataFrame(columns=["", "(tick runs above to compare them)"])
-    text = any(not is_image_run(j) for j in jobs)
-    rows = {"name": lambda j: getattr(j, "name", ""), "data": lambda j: getattr(j, "dataset", ""),
-            "method": lambda j: METHODS[j.method].title if j.method in METHODS else j.method,
-            "model": lambda j: j.model, "status": lambda j: j.state,
-            "test accuracy": lambda j: _fmt(j.results.get("accuracy")),
-            "test macro-F1": lambda j: _fmt(j.results.get("macro_f1")),
-            "majority baseline accuracy": lambda j: _fmt(j.results.get("baseline_accuracy")),
-            "best validation macro-F1": lambda j: _fmt(j.results.get("best_val_macro_f1")),
-            "best epoch / epochs run": lambda j: f"{j.results.get('best_epoch', '')} / {j.results.get('epochs_run', '')}",
-            "trainable parameters": lambda j: f"{j.results.get('trainable_parameters', 0):,}",
-            "trainable %": lambda j: _fmt(j.results.get("trainable_pct"), 3),
-            "epochs (max)": lambda j: j.params.get("epochs"),
-            "encoder / head lr": lambda j: (f"{j.params.get('learning_rate') if _trains_encoder(j) else 'frozen'}"
-                                            f" / {j.params.get('head_learning_rate')}"),
-            "max_length (tokens)": lambda j: "" if is_image_run(j) else j.params.get("max_length"),
-            "duration": lambda j: _secs(j.duration_s) if j.started else ""}
-    if not text:
-        del rows["max_length (tokens)"]
-    data = {"": list(rows)}
-    for j in jobs:
-        data[short(j.id)] = [str(f(j)) for f in rows.values()]
-    return pd.DataFrame(data)
-
-
-def compare_curves(histories: dict[str, list[dict]]) -> pd.DataFrame:
-    """Validation macro-F1 per epoch of several runs, long format (epoch per :func:`epoch_axis`, value, run) for
-    one chart with a series per run. ``histories``: run label -> its report.json training history (dicts with epoch,
-    val_macro_f1)."""
-    rows = [(int(h["epoch"]), float(h["val_macro_f1"]), label)
-            for label, hist in histories.items() for h in hist if h.get("val_macro_f1") is not None]
-    frame = pd.DataFrame(rows, columns=["epoch", "validation macro-F1", "run"]).astype(
-        {"epoch": "int64", "validation macro-F1": "float64", "run": "str"})
-    return frame.assign(epoch=epoch_axis(frame["epoch"]))
-
-
-def compare_per_class(per_class: dict[str, list[dict]]) -> pd.DataFrame:
-    """Per-class test F1 with one column per run (label order of the first run, then labels only others
-    have); ``per_class``: run label -> the evaluation's per_class list (dicts with label, f1)."""
-    labels: list[str] = []
-    for rows in per_class.values():
-        labels += [r["label"] for r in rows if r["label"] not in labels]
-    data = {"label": labels}
-    for run, rows in per_class.items():
-        f1 = {r["label"]: round(float(r["f1"]), 4) for r in rows}
-        data[f"F1 {run}"] = [f1.get(lab, "") for lab in labels]
-    return pd.DataFrame(data)

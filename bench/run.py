@@ -126,7 +126,8 @@ def inference(args, data) -> dict:
     import torch
 
     from exporters.bundle import extract_bundle
-    from peft_core.pipeline import RunConfig, export_run, fine_tune
+    from exporters.run_export import export_run
+    from peft_core.pipeline import RunConfig, fine_tune
     from peft_core.training import TrainConfig
 
     texts = list(data.splits["test"]["text"])[:args.infer_rows]

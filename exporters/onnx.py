@@ -2,7 +2,9 @@
 
 The graph takes exactly the inputs the tokenizer produces (``input_ids``, ``attention_mask`` and, for BERT-style
 tokenizers, ``token_type_ids``; int64 [batch, sequence], both axes dynamic) bound by name, and returns one
-output, ``logits`` (float32 [batch, num_labels]). Weights are embedded (no external ``.data`` file).
+output, ``logits`` (float32 [batch, num_labels]). Text-pair models (examples given as (text, text_pair) tuples)
+are probed and exported with pairs, so a tokenizer that marks the second text with ``token_type_ids`` 1 gets that
+input in the graph. Weights are embedded (no external ``.data`` file).
 The dynamo exporter matched PyTorch to ~3e-8 on MiniLM where the legacy one drifted by 1.2e-2
 (../shared/docs/GOTCHAS.md), so it is the only path. Text models are written at opset 23 (``TEXT_OPSET``), where
 scaled-dot-product attention becomes one ONNX ``Attention`` node per layer instead of ~15 small ops (Transpose,
@@ -70,17 +72,29 @@ class _ImageLogits(nn.Module):
         return self.model(pixel_values=pixel_values)
 
 
-def tokenizer_input_names(tokenizer) -> list[str]:
-    """The model inputs this tokenizer really produces, in a fixed order."""
-    produced = tokenizer(["probe"], return_tensors="pt").keys()
+def tokenizer_input_names(tokenizer, pair: bool = False) -> list[str]:
+    """The model inputs this tokenizer really produces (for a sequence pair when ``pair``), in a fixed order."""
+    produced = tokenizer(["probe"], *([["probe"]] if pair else []), return_tensors="pt").keys()
     return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in produced]
 
 
-def export_onnx(model: nn.Module, tokenizer, example_texts: Sequence[str], out_path: str | Path,
+def _example_batch(example_texts: Sequence) -> list:
+    """3 example inputs, the first lengthened so the batch needs padding: texts, or (text, text_pair) tuples
+    (the first text of the pair is lengthened)."""
+    texts = (list(example_texts) * 3)[:3] or ["example text"] * 3
+    first = texts[0]
+    texts[0] = (str(first[0]) + " padding example" * 4, str(first[1])) if isinstance(first, (tuple, list)) else \
+        str(first) + " padding example" * 4
+    return texts
+
+
+def export_onnx(model: nn.Module, tokenizer, example_texts: Sequence, out_path: str | Path,
                 max_length: int, opset: int | None = None) -> OnnxExport:
     """Export ``model`` (a TextClassifier or ImageClassifier, eval mode) to ``out_path``.
 
-    Text: the example batch has 3 texts padded to at least 9 tokens, so neither axis is specialised to 1.
+    Text: the example batch has 3 texts (or, for pair models, (text, text_pair) tuples, tokenized as sequence
+    pairs) padded to at least 9 tokens, so neither axis is specialised to 1; the graph's inputs are those the
+    tokenizer produces for such a batch (``token_type_ids`` included for BERT-style tokenizers).
     Images (``tokenizer`` is an ``ImagePreprocessor``, ``example_texts`` image paths): 3 example images, dynamic
     batch axis, fixed height and width from the preprocessor.
     Raises:
@@ -97,9 +111,8 @@ def export_onnx(model: nn.Module, tokenizer, example_texts: Sequence[str], out_p
         dynamic = {"pixel_values": {0: batch}}
         wrapper = _ImageLogits(model.cpu().eval()).eval()
     else:
-        names = tokenizer_input_names(tokenizer)
-        texts = (list(example_texts) * 3)[:3] or ["example text"] * 3
-        texts[0] = texts[0] + " padding example" * 4
+        texts = _example_batch(example_texts)
+        names = tokenizer_input_names(tokenizer, pair=isinstance(texts[0], tuple))
         inputs = batch_inputs(tokenizer, texts, max_length)
         args = tuple(inputs[n].cpu() for n in names)
         seq = torch.export.Dim("sequence", min=1, max=max(max_length, 9))

@@ -2,7 +2,15 @@
 
 Like optimum's export validation, every check runs and every failure is collected, then one
 :class:`ParityReport` says whether the export may be shipped: max |delta logit| <= atol and identical argmax on
-every row of every check. The last check feeds texts longer than ``max_length`` (truncation path).
+every row of every check. The last check feeds texts longer than ``max_length`` (truncation path); for text-pair
+models (rows given as (text, text_pair) tuples) both texts of the pair are lengthened.
+
+What the gate means per task kind: the logits are what every kind's predictions are made from, so the logit
+tolerance is the test that holds for all of them. Argmax agreement is the single-label prediction itself; for
+multi-label models it is the top-scoring label (the thresholded label sets can only differ where a probability lies
+within ``atol / 4`` of its threshold, the sigmoid's largest slope being 1/4); for regression (one output column)
+argmax is always 0, so agreement says nothing there and the summary leaves it out: the prediction
+``logit * target_std + target_mean`` differs by at most ``atol * target_std`` in the target's units.
 """
 from __future__ import annotations
 
@@ -41,6 +49,7 @@ class ParityReport:
     atol: float
     checks: list[ParityCheck] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    outputs: int = 0  # logits per row (num_labels); 0: unknown. With 1 output, argmax agreement is vacuous
 
     @property
     def passed(self) -> bool:
@@ -68,9 +77,13 @@ class ParityReport:
         return df
 
     def summary(self) -> str:
+        """One sentence: verdict, worst logit difference, argmax agreement (left out for one-output models, where
+        it is always 100 %), rows, and the failures."""
         verdict = "PASSED" if self.passed else "FAILED"
-        text = (f"Parity {verdict}: max |Δlogit| {self.max_abs_diff:.2e} (limit {self.atol:.0e}), argmax "
-                f"agreement {100 * self.argmax_agreement:.2f}% over {sum(c.rows for c in self.checks)} rows.")
+        rows = sum(c.rows for c in self.checks)
+        agreement = "" if self.outputs == 1 else f", argmax agreement {100 * self.argmax_agreement:.2f}%"
+        text = (f"Parity {verdict}: max |Δlogit| {self.max_abs_diff:.2e} (limit {self.atol:.0e}){agreement} over "
+                f"{rows} rows.")
         return text + ("" if self.passed else " Failures: " + "; ".join(self.failures))
 
 
@@ -85,7 +98,23 @@ def ort_session(onnx_path: str | Path, threads: int | None = None):
     return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
 
 
-def _compare(model, sess, tokenizer, texts: Sequence[str], max_length: int, batch_size: int, atol: float,
+def _as_inputs(texts: Sequence) -> list:
+    """Rows as model inputs: str, or (str, str) for (text, text_pair) rows."""
+    return [(str(t[0]), str(t[1])) if isinstance(t, (tuple, list)) else str(t) for t in texts]
+
+
+def _too_long(texts: list, max_length: int) -> list:
+    """Two copies of the longest row repeated past ``max_length`` tokens (both texts of a pair), then 3 rows."""
+    def joined(t) -> str:
+        return " ".join(t) if isinstance(t, tuple) else t
+
+    longest = max(texts, key=lambda t: len(joined(t)))
+    reps = 1 + 4 * max_length // max(len(joined(longest).split()), 1)
+    long = tuple((p + " ") * reps for p in longest) if isinstance(longest, tuple) else (longest + " ") * reps
+    return [long] * 2 + texts[:3]
+
+
+def _compare(model, sess, tokenizer, texts: Sequence, max_length: int, batch_size: int, atol: float,
              name: str, progress=None) -> ParityCheck:
     """One check; ``progress(rows done in this check)`` after every batch. Non-finite logits on either side
     fail the check (a NaN difference is never within ``atol``)."""
@@ -112,12 +141,12 @@ def _compare(model, sess, tokenizer, texts: Sequence[str], max_length: int, batc
                        bool(worst <= atol) and agree == n and not non_finite, non_finite)
 
 
-def check_parity(model, tokenizer, onnx_path: str | Path, texts: Sequence[str], max_length: int,
+def check_parity(model, tokenizer, onnx_path: str | Path, texts: Sequence, max_length: int,
                  batch_sizes: Sequence[int] = (1, 2, 17), rows_per_check: int = 68,
                  atol: float = DEFAULT_ATOL, progress: Callable[[int, int], None] | None = None) -> ParityReport:
     """Compare ``model`` (PyTorch, eval) and the ONNX file on ``texts`` (held-out rows, in their own order so
-    batches mix lengths and need padding). ``progress(done, total)``: rows compared so far over all checks, at
-    the start (0), after every batch and at the end (total).
+    batches mix lengths and need padding: texts, (text, text_pair) tuples, or image paths). ``progress(done,
+    total)``: rows compared so far over all checks, at the start (0), after every batch and at the end (total).
 
     Returns:
         ParityReport; failures name the check and what differed, and any NaN / infinite logits on either side
@@ -125,7 +154,7 @@ def check_parity(model, tokenizer, onnx_path: str | Path, texts: Sequence[str], 
     """
     model = model.cpu().eval()
     report = ParityReport(onnx_path=str(onnx_path), atol=atol)
-    texts = [str(t) for t in texts]
+    texts = _as_inputs(texts)
     if not texts:
         report.failures.append("no held-out texts to compare on")
         return report
@@ -134,10 +163,11 @@ def check_parity(model, tokenizer, onnx_path: str | Path, texts: Sequence[str], 
     except Exception as e:  # onnxruntime raises its own exception types for broken files
         report.failures.append(f"ONNX Runtime cannot load the model: {e}")
         return report
-    longest = max(texts, key=len)
-    long_texts = [(longest + " ") * (1 + 4 * max_length // max(len(longest.split()), 1))] * 2 + texts[:3]
+    shape = sess.get_outputs()[0].shape
+    report.outputs = shape[-1] if shape and isinstance(shape[-1], int) else 0
     plans = [(f"batch {b}", texts[:max(rows_per_check, b)], b) for b in batch_sizes]
     if not is_image_processor(tokenizer):
+        long_texts = _too_long(texts, max_length)
         plans.append(("over max_length", long_texts, len(long_texts)))
     total, before = sum(len(rows) for _, rows, _ in plans), 0
     tell = progress or (lambda done, total: None)

@@ -2,42 +2,84 @@
 
 Weights of MatMul/Gemm become int8 with per-channel scales; activations are quantized on the fly. The embedding
 lookup stays fp32 (quantizing it cost accuracy here, ../shared/docs/GOTCHAS.md). The int8 model is judged on
-the whole held-out split: its accuracy next to fp32's and its label agreement with fp32. It becomes the bundle's
-default only if it loses at most ``max_accuracy_drop`` (default 1 point).
+the whole held-out split in the task kind's gate metric (``TaskKind.int8_verdict``: single-label accuracy within 1
+point of fp32, multi-label micro-F1 within 1 point, regression RMSE at most 2 % above fp32's), beside how often it
+agrees with fp32's predictions. It becomes the bundle's default only if the kind accepts it.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from peft_core.tasks import Int8Verdict, TaskSpec, get_task
+
 from .parity import ort_session
 
+#: the single-label gate (accuracy points), for reports built from accuracies (see :class:`QuantReport`)
 DEFAULT_MAX_DROP = 0.01
 
 
-@dataclass
+@dataclass(init=False)
 class QuantReport:
-    """int8 vs fp32 on the held-out rows. Accuracies are fractions; sizes in bytes."""
+    """int8 vs fp32 on the held-out rows. Sizes in bytes; ``verdict``: the task kind's judgement in its gate
+    metric (``verdict.metric``: "accuracy", "micro-F1", "RMSE"...; ``verdict.agreement``: share of rows where int8
+    and fp32 predict the same, for regression within 1 % of the target's standard deviation)."""
 
     path: str
     fp32_bytes: int
     int8_bytes: int
     rows: int
-    fp32_accuracy: float
-    int8_accuracy: float
-    label_agreement: float
+    verdict: Int8Verdict
     max_abs_diff: float
-    max_accuracy_drop: float
     seconds: float
 
+    def __init__(self, path: str, fp32_bytes: int, int8_bytes: int, rows: int, verdict: Int8Verdict | None = None,
+                 max_abs_diff: float = math.nan, seconds: float = 0.0, *, fp32_accuracy: float | None = None,
+                 int8_accuracy: float | None = None, label_agreement: float | None = None,
+                 max_accuracy_drop: float = DEFAULT_MAX_DROP):
+        """Give ``verdict``, or (as before task kinds) ``fp32_accuracy`` / ``int8_accuracy`` / ``label_agreement``
+        fractions, judged as single-label: acceptable when int8 loses at most ``max_accuracy_drop``.
+        Raises:
+            ValueError: neither a verdict nor the three accuracies."""
+        if verdict is None:
+            if None in (fp32_accuracy, int8_accuracy, label_agreement):
+                raise ValueError("give the task kind's verdict, or fp32_accuracy, int8_accuracy and label_agreement")
+            verdict = Int8Verdict("accuracy", fp32_accuracy, int8_accuracy, label_agreement,
+                                  f"accuracy within {100 * max_accuracy_drop:g} point of fp32",
+                                  fp32_accuracy - int8_accuracy <= max_accuracy_drop + 1e-12)
+        self.path, self.fp32_bytes, self.int8_bytes, self.rows = path, fp32_bytes, int8_bytes, rows
+        self.verdict, self.max_abs_diff, self.seconds = verdict, max_abs_diff, seconds
+
     @property
-    def accuracy_drop(self) -> float:
-        return self.fp32_accuracy - self.int8_accuracy
+    def metric(self) -> str:
+        return self.verdict.metric
+
+    def _accuracy(self, value: float) -> float | None:
+        return value if self.metric == "accuracy" else None
+
+    @property
+    def fp32_accuracy(self) -> float | None:
+        """fp32's held-out accuracy when accuracy is the gate metric (single-label), else None."""
+        return self._accuracy(self.verdict.fp32)
+
+    @property
+    def int8_accuracy(self) -> float | None:
+        """int8's held-out accuracy when accuracy is the gate metric (single-label), else None."""
+        return self._accuracy(self.verdict.int8)
+
+    @property
+    def label_agreement(self) -> float:
+        """Share of rows where int8 predicts what fp32 predicts (see the class doc)."""
+        return self.verdict.agreement
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        return None if self.fp32_accuracy is None else self.fp32_accuracy - self.int8_accuracy
 
     @property
     def finite(self) -> bool:
@@ -46,23 +88,43 @@ class QuantReport:
 
     @property
     def acceptable(self) -> bool:
-        return self.finite and self.accuracy_drop <= self.max_accuracy_drop + 1e-12
+        return self.finite and bool(self.verdict.acceptable)
 
     def to_dict(self) -> dict:
-        return dict(asdict(self), accuracy_drop=self.accuracy_drop, acceptable=self.acceptable)
+        """JSON-ready: sizes, rows, the gate (``metric``, ``fp32_score``, ``int8_score``, ``agreement``,
+        ``agreement_means``, ``limit``, ``unit``, ``acceptable``), max |Δlogit|, seconds; with accuracy as the gate
+        also the names reports had before task kinds (``fp32_accuracy``, ``int8_accuracy``, ``label_agreement``, ``accuracy_drop``)."""
+        v = self.verdict
+        d = {"path": self.path, "fp32_bytes": self.fp32_bytes, "int8_bytes": self.int8_bytes, "rows": self.rows,
+             "metric": v.metric, "fp32_score": v.fp32, "int8_score": v.int8, "agreement": v.agreement,
+             "limit": v.limit, "unit": v.unit, "agreement_means": v.agreement_means, "acceptable": self.acceptable,
+             "max_abs_diff": self.max_abs_diff,
+             "seconds": self.seconds}
+        if self.fp32_accuracy is not None:
+            d |= {"fp32_accuracy": self.fp32_accuracy, "int8_accuracy": self.int8_accuracy,
+                  "label_agreement": self.label_agreement, "accuracy_drop": self.accuracy_drop}
+        return d
+
+    def change(self) -> str:
+        """int8's change from fp32 in the unit its limit is stated in: percentage points ("-0.38 pt") for shares
+        such as accuracy and F1, percent of fp32's value ("+1.20 %") for limits given in % (RMSE)."""
+        v = self.verdict
+        if v.unit == "%":
+            rel = 100 * (v.int8 - v.fp32) / abs(v.fp32) if v.fp32 else math.inf * np.sign(v.int8 - v.fp32)
+            return f"{round(rel, 2) + 0.0:+.2f} %"
+        return f"{round(100 * (v.int8 - v.fp32), 2) + 0.0:+.2f} pt"  # + 0.0: "+0.00", never "-0.00"
 
     def summary(self) -> str:
-        """One sentence: accuracies, label agreement, verdict. Sizes are left to the caller, which states the
-        download (zip) sizes."""
+        """One sentence: the gate metric for int8 and fp32, agreement, verdict. Sizes are left to the caller,
+        which states the download (zip) sizes."""
         if not self.finite:
             return (f"int8: FLAGGED and not offered: its logits or fp32's are NaN or infinite on some of the "
                     f"{self.rows} held-out rows.")
+        v = self.verdict
         verdict = "offered as the default download" if self.acceptable else \
-            f"FLAGGED: loses more than {100 * self.max_accuracy_drop:.1f} points, fp32 stays the default"
-        change = round(100 * -self.accuracy_drop, 2) + 0.0  # + 0.0: a zero change prints "+0.00", not "-0.00"
-        return (f"int8: held-out accuracy {self.int8_accuracy:.4f} vs fp32 {self.fp32_accuracy:.4f} "
-                f"({change:+.2f} pt), same label as fp32 on {100 * self.label_agreement:.2f}% "
-                f"of {self.rows} rows; {verdict}.")
+            f"FLAGGED: the rule is {v.limit}, so fp32 stays the default"
+        return (f"int8: held-out {v.metric} {v.int8:.4f} vs fp32 {v.fp32:.4f} ({self.change()}); int8 gives "
+                f"{v.agreement_means} on {100 * v.agreement:.2f}% of {self.rows} rows; {verdict}.")
 
 
 def quantizable_share(onnx_path: str | Path) -> float:
@@ -95,35 +157,39 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path) -> Path:
     return Path(out_path)
 
 
-def check_int8(fp32_path: str | Path, int8_path: str | Path, tokenizer, texts: Sequence[str],
-               labels: Sequence[int], max_length: int, max_accuracy_drop: float = DEFAULT_MAX_DROP,
-               progress: Callable[[int, int], None] | None = None) -> QuantReport:
-    """Score fp32 and int8 ONNX models on the same held-out rows (length-sorted batches of 64).
-    ``progress(done, total)``: rows scored by both models, at the start (0) and after every batch.
-    NaN / infinite logits make ``max_abs_diff`` non-finite and the report not ``acceptable``."""
+def check_int8(fp32_path: str | Path, int8_path: str | Path, tokenizer, texts: Sequence, values: Sequence,
+               max_length: int, spec: TaskSpec, progress: Callable[[int, int], None] | None = None) -> QuantReport:
+    """Score fp32 and int8 ONNX models on the same held-out rows (length-sorted batches of 64) and judge int8 with
+    ``get_task(spec).int8_verdict(spec, values, fp32_logits, int8_logits)``.
+
+    Args:
+        texts: the rows' model inputs (texts, or (text, text_pair) tuples); values: their ``label`` column (the
+            data contract's targets of ``spec``'s kind).
+        progress: ``progress(done, total)``: rows scored by both models, at the start (0) and after every batch.
+    Returns:
+        QuantReport; NaN / infinite logits make ``max_abs_diff`` non-finite and the report not ``acceptable``.
+    """
     from peft_core.inference import batch_inputs, sorted_batches, token_lengths
 
     t0 = time.perf_counter()
-    texts, y = list(texts), np.asarray(labels)
-    order = np.concatenate(sorted_batches(token_lengths(tokenizer, texts, max_length), 64))
+    texts = list(texts)
     fp32, int8 = ort_session(fp32_path), ort_session(int8_path)
     names = [i.name for i in fp32.get_inputs()]
-    feeds = [{k: v.numpy() for k, v in batch_inputs(tokenizer, [texts[i] for i in order[j:j + 64]],
-                                                     max_length).items() if k in names}
-             for j in range(0, len(order), 64)]
     tell = progress or (lambda done, total: None)
-    a, b, done = [], [], 0
+    a, b, done = [None] * len(texts), [None] * len(texts), 0
     tell(0, len(texts))
-    for f in feeds:
-        a.append(fp32.run(["logits"], f)[0])
-        b.append(int8.run(["logits"], f)[0])
-        done += len(a[-1])
+    for idx in sorted_batches(token_lengths(tokenizer, texts, max_length), 64):
+        feed = {k: v.numpy() for k, v in batch_inputs(tokenizer, [texts[i] for i in idx], max_length).items()
+                if k in names}
+        for out, sess in ((a, fp32), (b, int8)):
+            for i, row in zip(idx, sess.run(["logits"], feed)[0]):
+                out[i] = row
+        done += len(idx)
         tell(done, len(texts))
-    a, b = np.concatenate(a), np.concatenate(b)
-    ys = y[order]
-    return QuantReport(path=str(int8_path), fp32_bytes=Path(fp32_path).stat().st_size,
-                       int8_bytes=Path(int8_path).stat().st_size, rows=len(texts),
-                       fp32_accuracy=float((a.argmax(-1) == ys).mean()), int8_accuracy=float((b.argmax(-1) == ys).mean()),
-                       label_agreement=float((a.argmax(-1) == b.argmax(-1)).mean()),
-                       max_abs_diff=float(np.abs(a - b).max()), max_accuracy_drop=max_accuracy_drop,
-                       seconds=time.perf_counter() - t0)
+    a, b = np.stack(a), np.stack(b)  # float32 [n, num_labels], input order
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, which makes the report not finite
+        diff = float(np.max(np.abs(a - b)))
+    with np.errstate(all="ignore"):
+        verdict = get_task(spec).int8_verdict(spec, values, a, b)
+    return QuantReport(str(int8_path), Path(fp32_path).stat().st_size, Path(int8_path).stat().st_size, len(texts),
+                       verdict, diff, time.perf_counter() - t0)

@@ -24,7 +24,8 @@ class ProgressEvent:
             that phase (rows for "encoding" and "evaluating", steps for "preparing" and "training").
         epoch: 1-based epoch of the event (float for steps inside an epoch).
         loss: training loss of the last step (mean cross-entropy over the batch), if a step event.
-        metrics: validation metrics at epoch end (val_loss, val_accuracy, val_macro_f1).
+        metrics: validation metrics at epoch end (val_loss, val_score and the task kind's named metrics,
+            e.g. val_accuracy and val_macro_f1).
         message: the phase name of a "phase" event (see :data:`PHASES`); free text otherwise.
         elapsed_s: seconds since training began (``train`` was called; it includes feature caching); for a
             "phase" event: seconds since that phase began.
@@ -49,7 +50,7 @@ Callback = Callable[[ProgressEvent], None]
 
 #: the phases of a run, in order, as named in "phase" events: loading data and model, computing the frozen
 #: encoder's cached features (only when something is cached), optimizer steps, the held-out evaluation; then the
-#: export's phases (``pipeline.export_run``)
+#: export's phases (``exporters.run_export.export_run``)
 PHASES = ("preparing", "encoding", "training", "evaluating", "exporting", "parity", "int8", "bundle")
 
 
@@ -215,7 +216,7 @@ class TqdmBar:
             self.bar.set_postfix(loss=f"{event.loss:.4f}", epoch=f"{event.epoch:.2f}", refresh=False)
         elif event.kind == "epoch":
             self.bar.write("epoch {:.0f}: ".format(event.epoch)
-                           + ", ".join(f"{k} {v:.4f}" for k, v in event.metrics.items()))
+                           + ", ".join(f"{k} {v:.4f}" for k, v in event.metrics.items() if k != "val_score"))
         elif event.kind == "end":
             self.bar.close()
             self.bar = None

@@ -3,7 +3,8 @@
 It builds the same RunConfig the app builds, calls the same core functions, and prints the same report: data
 summary, trainable parameters, progress bars on stderr (one per phase: "preparing", "encoding" when frozen
 features are cached, "training" over optimizer steps, "evaluating" over the held-out rows), held-out metrics
-beside the majority baseline, per-class scores, and the parity table.
+beside the task kind's baseline (majority class, frequent labels or the training mean), per-class / per-label
+scores, and the parity table. ``--task`` and ``--text-pair-column`` override what the data report infers.
 
 Exit status: 0 done; 1 parity failed (no bundle); 2 an error a user can cause (one line, no traceback);
 130 cancelled with Ctrl-C. The first Ctrl-C asks the run to stop within one batch, as the app's cancel does: a
@@ -21,7 +22,7 @@ import threading
 
 from .errors import PeftCoreError, RunCancelled
 from .methods import METHODS
-from .image_data import is_image_upload
+from .tasks import TASKS
 from .models import DEFAULT_MODELS, REGISTRY
 
 
@@ -33,13 +34,21 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data", required=True, help="training file: CSV, TSV, JSON, JSONL or Parquet")
     t.add_argument("--test-data", help="held-out file with the same columns (default: split from --data)")
     t.add_argument("--text-column", help="text column (default: inferred)")
-    t.add_argument("--label-column", help="label column (default: inferred)")
+    t.add_argument("--label-column", help="label / target column (default: inferred); several 0/1 columns of a "
+                   "one-hot multi-label file: comma-joined names")
+    t.add_argument("--task", choices=[k.replace("_", "-") for k in TASKS] + list(TASKS),
+                   help="task kind (default: inferred from the label column, and said in the data report)")
+    t.add_argument("--text-pair-column", help="second text column of a text-pair task (NLI, similarity; default: "
+                   "inferred for premise/hypothesis, sentence1/sentence2, question1/question2, text_a/text_b)")
+    t.add_argument("--label-separator", help="multi-label: separator of the label strings (default: inferred "
+                   "among ; | ,)")
     t.add_argument("--model", default="",
                    help=f"base model: one of {', '.join(REGISTRY)}, a local folder, or a Hub ID (default: "
                         f"{DEFAULT_MODELS['text']} for a table, {DEFAULT_MODELS['image']} for a zip of image folders)")
     t.add_argument("--method", default="head", choices=list(METHODS), help="what to train")
     t.add_argument("--out", required=True, help="run folder to write (model, reports, plots, bundle)")
-    t.add_argument("--export", action="store_true", help="export ONNX, check parity, write bundle-fp32.zip and bundle-int8.zip")
+    t.add_argument("--export", action="store_true",
+                   help="export ONNX, check parity, write bundle-fp32.zip and bundle-int8.zip")
     g = t.add_argument_group("hyper-parameters (default: the method's)")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
@@ -54,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--probe-epochs", type=int,
                    help="linear-probe warm start: head-only epochs before the encoder part trains (0: off)")
     g.add_argument("--no-feature-cache", action="store_true", help="recompute a frozen encoder every step")
+    g.add_argument("--class-weights", action="store_true",
+                   help="weight the loss against imbalance (single-label: balanced class weights; multi-label: "
+                        "per-label pos_weight)")
     m = t.add_argument_group("method options")
     m.add_argument("--num-layers", type=int, default=2, help="last_n: how many top layers train")
     m.add_argument("--lora-r", type=int, default=8)
@@ -70,22 +82,32 @@ def _method_config(args) -> dict:
                                               "target_modules": args.lora_targets})
 
 
-def cmd_train(args) -> int:
-    from .callbacks import TqdmBar
-    from .pipeline import RunConfig, export_run, fine_tune
+def _run_config(args):
+    """The flags as the RunConfig the app would build."""
+    from .pipeline import RunConfig
     from .training import TrainConfig
 
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                        head_learning_rate=args.head_learning_rate, weight_decay=args.weight_decay,
                        warmup_ratio=args.warmup_ratio, max_length=args.max_length, dropout=args.dropout,
                        early_stopping_patience=args.patience, seed=args.seed,
-                       feature_cache=not args.no_feature_cache, probe_epochs=args.probe_epochs)
-    cfg = RunConfig(train_file=args.data, test_file=args.test_data, text_column=args.text_column,
-                    label_column=args.label_column, model=args.model, method=args.method,
-                    method_config=_method_config(args), train=tcfg)
-    from .data import prepare_data
+                       feature_cache=not args.no_feature_cache, probe_epochs=args.probe_epochs,
+                       class_weights=args.class_weights)
+    return RunConfig(train_file=args.data, test_file=args.test_data, text_column=args.text_column,
+                     label_column=args.label_column, task=args.task, text_pair_column=args.text_pair_column,
+                     label_separator=args.label_separator, model=args.model, method=args.method,
+                     method_config=_method_config(args), train=tcfg)
 
+
+def cmd_train(args) -> int:
+    from .callbacks import TqdmBar
+    from .data import prepare_data
+    from exporters.run_export import export_run
+
+    from .pipeline import fine_tune
     from .training import make_accelerator
+
+    cfg = _run_config(args)
 
     main = make_accelerator().is_main_process  # under `accelerate launch`, only the main process reports/exports
     say = print if main else (lambda *a, **k: None)
@@ -100,13 +122,15 @@ def cmd_train(args) -> int:
     scratch = tempfile.mkdtemp(prefix="peft_cli_")  # extracted images of a zip upload; removed at exit
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     data = prepare_data(cfg.train_file, cfg.test_file, text_column=cfg.text_column, label_column=cfg.label_column,
-                        seed=tcfg.seed, extract_dir=scratch)
+                        task=cfg.task, text_pair_column=cfg.text_pair_column, label_separator=cfg.label_separator,
+                        seed=cfg.train.seed, extract_dir=scratch)
     say("== Data\n" + data.report.to_markdown().replace("**", ""))
     _print_table(data.report.class_table())
 
     def show_message(ev):
         if ev.kind == "message":
-            say(f"== Model {args.model or DEFAULT_MODELS['image' if is_image_upload(args.data) else 'text']}, method {args.method}: {ev.message}")
+            model = args.model or DEFAULT_MODELS[data.task.modality]
+            say(f"== Model {model}, method {args.method}: {ev.message}")
 
     bar = TqdmBar(mininterval=2, file=sys.stderr)
     try:
@@ -131,16 +155,19 @@ def cmd_train(args) -> int:
 
 
 def _print_results(run, say) -> None:
-    """The training summary, held-out metrics beside the majority baseline, per-class scores, saved files."""
+    """The training summary, held-out metrics beside the task kind's baseline, per-class / per-label scores,
+    saved files."""
     r = run.train_result
     say(f"== Training: {len(r.history)} epochs in {r.seconds:.1f} s (best epoch {r.best_epoch}"
         f"{', stopped early' if r.stopped_early else ''}{', cancelled with Ctrl-C' if r.cancelled else ''}; "
         f"cache: {r.cache})")
     say("== Evaluation\n" + run.eval_report.to_markdown().replace("**", ""))
     say(run.eval_report.metrics_table().to_string(index=False))
-    if len(run.eval_report.labels) <= 30:
-        say(run.eval_report.per_class_table().to_string(index=False))
-    say(f"Model saved to {run.run_dir / 'model'}; plots {', '.join(str(p) for p in run.plots.values())}")
+    per_class = run.eval_report.per_class_table()
+    if 0 < len(per_class) <= 30:
+        say(per_class.to_string(index=False))
+    say(f"Model saved to {run.run_dir / 'model'}; plots {', '.join(str(p) for p in run.plots.values())}; "
+        f"held-out predictions {run.run_dir / 'predictions.csv'}")
 
 
 @contextlib.contextmanager

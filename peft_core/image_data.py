@@ -1,7 +1,9 @@
 """Load an uploaded image-folder zip into train / validation / test splits with a TaskSpec and a DataReport.
 
 Layout (the usual "image folder", as in ``datasets``' imagefolder and torchvision's ``ImageFolder``): one folder
-per class, ``cat/001.jpg``, ``dog/002.png``..., optionally all under one top folder.
+per class, ``cat/001.jpg``, ``dog/002.png``..., optionally all under one top folder: single-label classification.
+A zip that holds a ``metadata.csv`` / ``metadata.jsonl`` (``file_name`` plus target columns, for multi-label,
+regression or single-label) is read by ``peft_core.image_meta`` instead.
 
 Split folders. The archive may be split at the top (under the optional common folder) into split folders, each
 holding the class folders (``train/cat/001.jpg``); names are matched without regard to case:
@@ -25,16 +27,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-import zipfile
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
 from .errors import DataError
-from .image_zip import extract_image, list_images
+from .image_zip import extract_image, list_images, open_zip
 from .images import load_rgb
 from .limits import Limits
-from .readers import check_size
 from .splits import PreparedData, DataReport, held_out_notes, small_split_warnings, stratified_split, to_datasets
 from .tasks import TaskSpec
 from .validation import check_classes, rare_classes
@@ -61,17 +61,6 @@ def _folder_split(folders: pd.Series, has_test_file: bool) -> pd.Series:
     """The split of each image from its split folder ("" or not a split name: train)."""
     mapping = folder_splits(set(folders.str.lower()), has_test_file)
     return folders.str.lower().map(lambda f: mapping.get(f, "train"))
-
-
-def _open(path: Path, limits: Limits) -> zipfile.ZipFile:
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    check_size(path, limits, "upload a zip of class folders", "upload fewer or smaller images")
-    try:
-        return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise DataError(f"{path.name} is not a readable zip archive ({e}); it may be truncated or another kind of "
-                        "file: zip the class folders again and upload the .zip") from None
 
 
 def _layout(entries: list, archive: str) -> list:
@@ -104,7 +93,7 @@ def scan_zip(path: str | Path, dest: str | Path, limits: Limits | None = None) -
     path, dest = Path(path), Path(dest).resolve()
     archive = path.name
     written: list[Path] = []
-    with _open(path, limits) as z:
+    with open_zip(path, limits) as z:
         entries, skipped, ignored = list_images(z, archive, limits)
         entries = _layout(entries, archive)
         dest.mkdir(parents=True, exist_ok=True)
@@ -220,14 +209,42 @@ def _splits(frame: pd.DataFrame, classes: list, warnings: list[str], test_fracti
     return {s: parts[s] for s in ("train", "validation", "test")}, given
 
 
-def load_image_upload(train_file: str | Path, test_file: str | Path | None = None, *, test_fraction: float = 0.2,
+def _skipped_notes(skipped: list[str], bad: list[tuple[str, str]], ignored: int) -> list[str]:
+    """Warnings naming the non-image files and unreadable images skipped, and counting the system files."""
+    out = []
+    if skipped:
+        out.append(f"{len(skipped)} non-image files skipped: " + ", ".join(skipped[:10])
+                   + (" ..." if len(skipped) > 10 else ""))
+    if bad:
+        out.append(f"{len(bad)} unreadable images skipped: " + "; ".join(f"{k} ({v})" for k, v in bad[:10])
+                   + (" ..." if len(bad) > 10 else ""))
+    if ignored:
+        out.append(f"{ignored} system files ignored (__MACOSX, .DS_Store, hidden files)")
+    return out
+
+
+def _folder_choice(task: str | None, label_column: str | None, label_separator: str | None, archive: str) -> None:
+    """Refuse target choices a zip of class folders cannot honour (one class per image, from its folder)."""
+    kind = None if task is None else str(task).strip().replace("-", "_")
+    if kind not in (None, "single_label") or label_column or label_separator:
+        asked = (f"the {kind.replace('_', '-')} task" if kind not in (None, "single_label") else
+                 f"label column {label_column!r}" if label_column else f"label separator {label_separator!r}")
+        raise DataError(f"{archive} is a zip of class folders (one class per image), so {asked} cannot apply; for "
+                        f"multi-label or regression add a metadata.csv with a {'file_name'!r} column and the target "
+                        "column(s) beside the images (datasets' imagefolder layout)")
+
+
+def load_image_upload(train_file: str | Path, test_file: str | Path | None = None, *, label_column: str | None = None,
+                      task: str | None = None, label_separator: str | None = None, test_fraction: float = 0.2,
                       validation_fraction: float = 0.1, seed: int = 42, limits: Limits | None = None,
                       extract_dir: str | Path | None = None) -> tuple[pd.DataFrame, PreparedData]:
-    """Image-folder zip(s), extracted once -> (the images found, ``PreparedData``).
+    """Image zip(s), extracted once -> (the images found, ``PreparedData``). A zip holding a ``metadata.csv`` /
+    ``metadata.jsonl`` is read by ``peft_core.image_meta`` (every task kind; ``label_column``, ``task`` and
+    ``label_separator`` as for tables); a zip of class folders as the module doc says (single-label only).
 
     Args:
         train_file: the zip (see the module doc for layouts and split folders).
-        test_file: optional second zip of class folders used as the test split.
+        test_file: optional second zip (class folders, or with its own metadata file) used as the test split.
         extract_dir: where images are extracted (default: a new temporary folder).
     Returns:
         (frame with columns image (extracted path), label (class folder), name (path in the zip), folder (split
@@ -236,8 +253,18 @@ def load_image_upload(train_file: str | Path, test_file: str | Path | None = Non
     Raises:
         DataError: see :func:`scan_zip`; fewer than 2 classes, too many, or too few images to split.
     """
+    from .image_meta import has_metadata, load_metadata_upload
+
     limits = limits or Limits.from_env()
     root = Path(extract_dir) if extract_dir else Path(tempfile.mkdtemp(prefix="peft_images_"))
+    if has_metadata(train_file):
+        return load_metadata_upload(train_file, test_file, label_column=label_column, task=task,
+                                    label_separator=label_separator, test_fraction=test_fraction,
+                                    validation_fraction=validation_fraction, seed=seed, limits=limits, root=root)
+    _folder_choice(task, label_column, label_separator, Path(train_file).name)
+    if test_file is not None and has_metadata(test_file):
+        raise DataError(f"the test zip {Path(test_file).name} has a metadata file but {Path(train_file).name} is a "
+                        "zip of class folders; give both zips the same layout")
     frame, notes, files, folders, warnings = _scan_all(train_file, test_file, root, limits)
     train_labels = frame["label"][frame["split"] == "train"]
     warnings += check_classes(train_labels, "class folder", False, limits)
@@ -249,34 +276,30 @@ def load_image_upload(train_file: str | Path, test_file: str | Path | None = Non
                if s in given}
     sources |= {"test": f"the test zip {test_zip}"} if test_zip else {}
     skipped, bad = notes["skipped_files"], list(notes["unreadable"].items())
-    if skipped:
-        warnings.append(f"{len(skipped)} non-image files skipped: " + ", ".join(skipped[:10])
-                        + (" ..." if len(skipped) > 10 else ""))
-    if bad:
-        warnings.append(f"{len(bad)} unreadable images skipped: " + "; ".join(f"{k} ({v})" for k, v in bad[:10])
-                        + (" ..." if len(bad) > 10 else ""))
-    if notes["ignored"]:
-        warnings.append(f"{notes['ignored']} system files ignored (__MACOSX, .DS_Store, hidden files)")
+    warnings += _skipped_notes(skipped, bad, notes["ignored"])
     warnings += held_out_notes(counts, "class folder", sources)
     warnings += small_split_warnings({k: len(v) for k, v in splits.items()})
     dropped = {k: v for k, v in {"not an image file": len(skipped), "unreadable image": len(bad)}.items() if v}
-    task = TaskSpec(kind="image-classification", text_column="image", label_column="class folder",
-                    id2label={i: str(c) for i, c in enumerate(classes)})
+    task = TaskSpec(kind="single_label", text_column="image", label_column="class folder",
+                    id2label={i: str(c) for i, c in enumerate(classes)}, modality="image")
     report = DataReport(source=str(train_file), format="zip of image folders", columns=["image", "class folder"],
                         text_column="image", label_column="class folder", rows_read=sum(files.values()),
                         dropped_rows=dropped, split_sizes={k: len(v) for k, v in splits.items()},
                         class_counts=counts, warnings=warnings, files=files,
-                        notes=_layout_note(folders, given, list(files)[0], test_zip))
+                        notes=_layout_note(folders, given, list(files)[0], test_zip), task="single_label",
+                        task_reason="each image's class is the folder it is in → single-label",
+                        targets=f"**{len(classes)}** classes (one per folder)")
     where = {p: s for s, part in parts.items() for p in part["image"]}
     frame["split"] = frame["image"].map(lambda p: where.get(p, "not used"))
     return frame, PreparedData(splits=splits, task=task, report=report)
 
 
-def prepare_image_data(train_file: str | Path, test_file: str | Path | None = None, *, test_fraction: float = 0.2,
+def prepare_image_data(train_file: str | Path, test_file: str | Path | None = None, *, label_column: str | None = None,
+                       task: str | None = None, label_separator: str | None = None, test_fraction: float = 0.2,
                        validation_fraction: float = 0.1, seed: int = 42, limits: Limits | None = None,
                        extract_dir: str | Path | None = None) -> PreparedData:
-    """Image-folder zip(s) -> ``PreparedData`` (see :func:`load_image_upload`, which also returns the images
-    found)."""
-    return load_image_upload(train_file, test_file, test_fraction=test_fraction,
+    """Image zip(s) -> ``PreparedData`` (see :func:`load_image_upload`, which also returns the images found)."""
+    return load_image_upload(train_file, test_file, label_column=label_column, task=task,
+                             label_separator=label_separator, test_fraction=test_fraction,
                              validation_fraction=validation_fraction, seed=seed, limits=limits,
                              extract_dir=extract_dir)[1]

@@ -29,11 +29,24 @@ from pathlib import Path, PurePosixPath
 from .errors import DataError
 from .images import IMAGE_EXTENSIONS, max_image_pixels, open_image
 from .limits import Limits
+from .readers import check_size
 
 JUNK = {"__macosx", ".ds_store", "thumbs.db", "desktop.ini"}
 METADATA_BYTES = 4_000_000  # headroom for EXIF, ICC profiles, XMP and text chunks
 SIZED_FORMATS = {"PNG", "JPEG", "BMP"}  # single-frame formats whose file size is bounded by their pixels
 CHUNK = 1 << 20
+
+
+def open_zip(path: Path, limits: Limits) -> zipfile.ZipFile:
+    """The uploaded archive, open. Raises DataError when it is missing, empty, over the upload limit or not a zip."""
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    check_size(path, limits, "upload a zip of class folders", "upload fewer or smaller images")
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise DataError(f"{path.name} is not a readable zip archive ({e}); it may be truncated or another kind of "
+                        "file: zip the class folders again and upload the .zip") from None
 
 
 def max_image_file_bytes() -> int:
@@ -144,6 +157,27 @@ def extract_image(z: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, target: 
                 if written > bound:
                     raise DataError(f"{archive}: {name} expands to more than {bound / 1e6:.4g} MB, the most its "
                                     "header allows; the archive is refused")
+                out.write(chunk)
+    except DataError:
+        target.unlink(missing_ok=True)
+        raise
+
+
+def extract_file(z: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, most: int, archive: str) -> None:
+    """Write a non-image entry (a metadata table) to ``target``, refusing it when it is, or expands to, more than
+    ``most`` bytes (the partial file is removed)."""
+    name = info.filename
+    if info.file_size > most:
+        raise DataError(f"{archive}: {name} expands to {info.file_size / 1e6:.4g} MB, more than the upload limit "
+                        f"({most / 1e6:.4g} MB, PEFT_MAX_UPLOAD_MB); the archive is refused")
+    written = 0
+    try:
+        with z.open(info) as src, open(target, "wb") as out:
+            while chunk := src.read(CHUNK):
+                written += len(chunk)
+                if written > most:
+                    raise DataError(f"{archive}: {name} expands to more than {most / 1e6:.4g} MB; the archive is "
+                                    "refused")
                 out.write(chunk)
     except DataError:
         target.unlink(missing_ok=True)

@@ -1,7 +1,7 @@
 """One run, end to end: data -> model -> method -> train -> evaluate -> save, then export -> parity -> bundle.
 
-The app and the CLI both call :func:`fine_tune` and :func:`export_run` (or the smaller steps they are made
-of); neither does any work of its own. A run lives in its own folder::
+The app and the CLI both call :func:`fine_tune` and ``exporters.run_export.export_run`` (or the smaller steps
+they are made of); neither does any work of its own. A run lives in its own folder::
 
     run_dir/config.json        RunConfig + package versions
     run_dir/events.jsonl       progress events (JSONL)
@@ -11,20 +11,19 @@ of); neither does any work of its own. A run lives in its own folder::
     run_dir/confusion_matrix.png, run_dir/training.png
     run_dir/export/parity.json, int8.json                               after export
     run_dir/bundle-fp32.zip, run_dir/bundle-int8.zip                   the two bundles: the only copies of the
-                                                                        fp32 / int8 ONNX models (see export_run)
+                                                                        fp32 / int8 ONNX models (exporters.run_export)
 """
 from __future__ import annotations
 
 import json
 import platform
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from .callbacks import Callback, Control, JsonlLogger, Phase, ProgressEvent, StopRequested
 from .data import PreparedData, prepare_data, split_inputs
-from .errors import ConfigError, NonFiniteError, RunCancelled
+from .errors import ConfigError, RunCancelled
 from .evaluation import EvalReport, plot_training
 from .methods import count_parameters, get_method
 from .models import DEFAULT_MODELS, ModelSpec, get_spec, load_backbone
@@ -101,8 +100,8 @@ class Run:
 
 @dataclass
 class ExportResult:
-    """Outcome of :func:`export_run`: how the fp32 ONNX model was exported (its file is removed once bundled:
-    read it from the bundle) and its parity report, the int8 report, the bundle zips by precision, and
+    """Outcome of ``exporters.run_export.export_run``: how the fp32 ONNX model was exported (its file is removed
+    once bundled: read it from the bundle) and its parity report, the int8 report, the bundle zips by precision, and
     ``bundle``: the default download (int8 when it keeps accuracy; None when parity failed)."""
 
     onnx: object
@@ -308,111 +307,3 @@ def _report_dict(run: Run) -> dict:
     return {"data": run.data.report.to_dict(), "trainable_parameters": run.trainable_parameters,
             "total_parameters": run.total_parameters, "train_config": run.train_config.to_dict(),
             "training": run.train_result.to_dict() | {"step_losses": None}, "evaluation": run.eval_report.to_dict()}
-
-
-def bundle_config(run: Run, onnx_export, parity) -> dict:
-    """The ``config.json`` written into the bundle."""
-    tok, image = run.tokenizer, data_modality(run.data) == "image"
-    inputs = ({"preprocessing": tok.to_dict()} if image else
-              {"max_length": run.train_config.max_length, "pad_token": tok.pad_token, "pad_token_id": tok.pad_token_id})
-    return {"format": "peft-onnx-bundle/1", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "modality": "image" if image else "text",
-            "task": run.data.task.to_dict(), "id2label": run.data.task.to_dict()["id2label"], **inputs,
-            "input_names": onnx_export.input_names, "onnx": onnx_export.to_dict() | {"path": "model.onnx"},
-            "base_model": run.spec.to_dict(), "method": run.config.method,
-            "method_config": run.config.method_cfg().to_dict(), "train_config": run.train_config.to_dict(),
-            "trainable_parameters": run.trainable_parameters, "total_parameters": run.total_parameters,
-            "data": {"source": Path(run.data.report.source).name, "split_sizes": run.data.report.split_sizes},
-            "metrics": run.eval_report.to_dict() | {"per_class": run.eval_report.per_class},
-            "parity": {"passed": parity.passed, "max_abs_diff": parity.max_abs_diff,
-                       "argmax_agreement": parity.argmax_agreement, "summary": parity.summary()},
-            "versions": versions()}
-
-
-def export_run(run: Run, parity_rows: int = 68, int8: bool = True,
-               callbacks: Sequence[Callback] = ()) -> ExportResult:
-    """Export ``run`` to ONNX, check parity on its held-out rows, and, if parity passed, write
-    ``bundle-fp32.zip`` and (with ``int8``) a dynamically quantized ``bundle-int8.zip`` scored on the whole
-    held-out split. ``callbacks`` get "phase" events (:class:`~peft_core.callbacks.Phase`): "exporting" (0/1, 1/1),
-    "parity" (rows compared), "int8" (rows scored), "bundle" (zips written).
-
-    The ONNX files are made in ``run_dir/export/`` and removed at the end (also when parity fails or a step
-    raises): the bundles hold the only copy, the run keeps ``model/`` (PyTorch) to predict and re-export from,
-    and ``export/`` keeps ``parity.json`` / ``int8.json``. Sizes in the message are the zip (download) sizes in
-    MB = 10**6 bytes.
-
-    Raises:
-        NonFiniteError: the model's weights hold NaN / inf (nothing is written).
-        ExportError: the exporter itself failed.
-    """
-    test, max_length, out = run.data.splits["test"], run.train_config.max_length, run.run_dir / "export"
-    check_finite_weights(run.model)
-    try:
-        return _export(run, split_inputs(test), test["label"], max_length, out, parity_rows, int8, callbacks)
-    finally:
-        for name in ("model.onnx", "model.int8.onnx"):
-            (out / name).unlink(missing_ok=True)
-
-
-def check_finite_weights(model) -> None:
-    """Raise NonFiniteError naming the first parameter or buffer of ``model`` holding NaN or infinite values."""
-    import torch
-
-    bad = [n for n, t in [*model.named_parameters(), *model.named_buffers()]
-           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if bad:
-        raise NonFiniteError(f"the model's weights hold NaN or infinite values ({len(bad)} tensor(s), first "
-                             f"{bad[0]!r}), so there is nothing to export: train it again with a lower learning rate")
-
-
-def _export(run: Run, texts, labels, max_length: int, out: Path, parity_rows: int, int8: bool,
-            callbacks) -> ExportResult:
-    from exporters.bundle import build_bundle
-    from exporters.onnx import export_onnx
-    from exporters.parity import check_parity
-    from exporters.quantize import check_int8, quantizable_share, quantize_int8
-
-    def emit(event: ProgressEvent) -> None:
-        for cb in callbacks:
-            cb(event)
-
-    phase = Phase(emit, "exporting", 1).start()
-    onnx_export = export_onnx(run.model, run.tokenizer, texts[:3], out / "model.onnx", max_length)
-    phase.finish()
-    phase = Phase(emit, "parity", 0)  # check_parity reports its total
-    parity = check_parity(run.model, run.tokenizer, onnx_export.path, texts, max_length,
-                          rows_per_check=parity_rows, progress=phase)
-    (out / "parity.json").write_text(json.dumps(parity.to_dict(), indent=2))
-    if not parity.passed:
-        return ExportResult(onnx_export, parity, None, "No bundle: " + parity.summary())
-    quant, note = None, ""
-    share = quantizable_share(onnx_export.path) if int8 else 1.0
-    if share < 0.2:  # MiniLM: 0.47 (its embeddings are the rest)
-        int8, note = False, (" No int8 bundle: dynamic int8 quantization covers MatMul/Gemm weights, only "
-                             f"{100 * share:.2g}% of this model's; its convolutions stay fp32.")
-    if int8:
-        phase = Phase(emit, "int8", len(texts)).start()
-        q_path = quantize_int8(onnx_export.path, out / "model.int8.onnx")
-        quant = check_int8(onnx_export.path, q_path, run.tokenizer, texts, labels, max_length, progress=phase)
-        (out / "int8.json").write_text(json.dumps(quant.to_dict(), indent=2))
-    cfg = bundle_config(run, onnx_export, parity)
-    todo = {"fp32": (onnx_export.path, cfg | {"precision": "fp32"})}
-    if quant is not None and quant.finite:  # an int8 model with NaN / inf outputs is not bundled
-        todo["int8"] = (q_path, cfg | {"precision": "int8", "int8": quant.to_dict()})
-    phase, bundles = Phase(emit, "bundle", len(todo)).start(), {}
-    for precision, (path, config) in todo.items():
-        bundles[precision] = build_bundle(run.run_dir / f"bundle-{precision}.zip", path, run.tokenizer, config, parity)
-        phase(len(bundles))
-    default = "int8" if quant is not None and quant.acceptable else "fp32"
-    message = (parity.summary() + (" " + quant.summary() if quant is not None else "") + note + " "
-               + download_sizes(bundles, default))
-    return ExportResult(onnx_export, parity, bundles[default], message, quant, bundles)
-
-
-def download_sizes(bundles: dict, default: str) -> str:
-    """The bundles' download (zip) sizes, default first, in MB = 10**6 bytes, as one sentence, e.g.
-    ``Downloads: int8 bundle 53.3 MB (default), fp32 bundle 83.1 MB (zip sizes, MB = 10^6 bytes).``"""
-    order = sorted(bundles, key=lambda p: p != default)
-    parts = [f"{p} bundle {Path(bundles[p]).stat().st_size / 1e6:.1f} MB" + (" (default)" if p == default else "")
-             for p in order]
-    return "Downloads: " + ", ".join(parts) + " (zip sizes, MB = 10^6 bytes)."

@@ -9,6 +9,7 @@ Nothing is written to disk. Every failure is a :class:`DataError` naming the fil
 """
 from __future__ import annotations
 
+import csv
 import io
 import json
 import re
@@ -43,6 +44,20 @@ class Table:
     format: str
     source: str
     warnings: list[str] = field(default_factory=list)
+    _places: list[str] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        """The file's name, for messages."""
+        return Path(self.source).name
+
+    def places(self, rows) -> list[str]:
+        """Where data rows (0-based positions in ``frame``) are in the file, for messages: "line 7" (CSV and
+        JSON Lines; the header is line 1 of a CSV, and a quoted cell spanning lines is counted whole), "record 3"
+        (a JSON array) or "row 3" (Parquet). Computed on first use by reading the file again."""
+        if self._places is None:
+            self._places = record_places(Path(self.source), self.format, len(self.frame))
+        return [self._places[int(i)] if 0 <= int(i) < len(self._places) else f"row {int(i) + 1}" for i in rows]
 
 
 def _check_kind(path: Path, fmt: str, head: bytes) -> None:
@@ -222,6 +237,38 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     except (pyarrow.ArrowException, OSError, ValueError) as e:
         raise DataError(f"{path.name} is not a complete Parquet file (truncated or damaged: "
                         f"{str(e).split(': ')[-1].split('. ')[0][:200]}); export or upload it again") from e
+
+
+def _csv_lines(path: Path, text: str) -> list[str]:
+    """The line each data record of a CSV starts on (header = line 1; blank lines skipped as pandas does)."""
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=_delimiter(path, text))
+    out, header = [], True
+    while True:
+        start = reader.line_num + 1
+        try:
+            record = next(reader)
+        except (StopIteration, csv.Error):
+            return out
+        if not record:
+            continue
+        if header:
+            header = False
+            continue
+        out.append(f"line {start}")
+
+
+def record_places(path: Path, fmt: str, n: int) -> list[str]:
+    """Where each of the ``n`` data rows of a parsed upload is in its file (see :meth:`Table.places`)."""
+    if fmt == "csv":
+        return _csv_lines(path, _decode(path, path.read_bytes())[0])
+    if fmt == "json":
+        text = _decode(path, path.read_bytes())[0]
+        try:
+            json.loads(text)
+        except json.JSONDecodeError:  # JSON Lines: one record per non-blank line
+            return [f"line {i}" for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        return [f"record {i}" for i in range(1, n + 1)]
+    return [f"row {i}" for i in range(1, n + 1)]
 
 
 def check_size(path: Path, limits: Limits, empty_hint: str, large_hint: str) -> int:

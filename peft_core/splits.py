@@ -1,13 +1,16 @@
-"""What tables and image folders share once loaded: the stratified splits, the DataReport and PreparedData.
+"""What tables and image uploads share once loaded: the splits, the DataReport and PreparedData.
 
-``peft_core.data`` (tables) and ``peft_core.image_data`` (zips of class folders) both build on this module, and it
-imports neither of them. Split rules:
+``peft_core.data`` (tables), ``peft_core.image_data`` (zips of class folders), ``peft_core.image_meta`` (zips with
+a metadata file) and ``peft_core.target_kinds`` build on this module, and it imports none of them. Split rules:
 
-* the held-out parts are stratified by label and seeded (``sklearn.model_selection.train_test_split``);
+* single-label: the held-out parts are stratified by label and seeded (``sklearn.model_selection.train_test_split``);
+  multi-label and regression: seeded random parts (:func:`random_split`; regression stratified on quantile bins of
+  the target when every bin has rows enough);
 * rows of *rare* classes (too few examples to give one to every split, see
   :func:`peft_core.validation.rare_classes`) all stay in the training split; such classes cannot be validated
   (or tested), and macro-averaged scores leave them out (they are averaged over the classes present in the
-  split scored). :func:`held_out_notes` says so in the DataReport.
+  split scored). :func:`held_out_notes` says so in the DataReport. Multi-label rows holding a rare label stay in
+  training the same way.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from typing import Sequence
 import pandas as pd
 
 from .errors import DataError
-from .tasks import TaskSpec
+from .tasks import TASKS, TaskSpec
 
 SPLITS = ("train", "validation", "test")
 
@@ -32,9 +35,16 @@ class DataReport:
         rows_read: data rows (images for a zip) in all uploaded files together (header excluded).
         files: file name -> rows (images) read from it, the training file first, then a given test file.
         dropped_rows: rows removed, by reason (missing text, missing label, unknown test label).
-        class_counts: label -> {"train": n, "validation": n, "test": n}.
+        class_counts: label -> {"train": n, "validation": n, "test": n}: rows of each class (single-label), rows
+            holding each label (multi-label); empty for regression.
         warnings: things the user should check (merged labels, classes that cannot be validated...).
-        notes: plain information (which image folder became which split).
+        notes: plain information (which image folder became which split, the text pair found).
+        task: the task kind (a key of ``peft_core.tasks.TASKS``); task_reason: why it was inferred or chosen.
+        text_pair_column: the second text column of pair tasks, else None.
+        targets: what the target holds, in words ("**3** classes", "**28** labels", "a number").
+        target_summary: regression only: split -> {"count", "mean", "std" (population), "min", "max"} of the
+            target in its own units.
+        no_label_rows: multi-label only: split -> rows with an empty label set.
     """
 
     source: str
@@ -49,6 +59,12 @@ class DataReport:
     warnings: list[str] = field(default_factory=list)
     files: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    task: str = "single_label"
+    task_reason: str = ""
+    text_pair_column: str | None = None
+    targets: str = ""
+    target_summary: dict[str, dict[str, float]] = field(default_factory=dict)
+    no_label_rows: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,9 +82,23 @@ class DataReport:
         if self.format == "zip of image folders":
             head = f"{self._read_line('images')}; **{len(self.class_counts)}** classes (one per folder)."
         else:
-            head = (f"{self._read_line('rows')}; text column **{self.text_column}**, label column "
-                    f"**{self.label_column}**; **{len(self.class_counts)}** classes.")
-        lines = [head, "Split: " + ", ".join(f"{k} {v}" for k, v in self.split_sizes.items()) + "."]
+            unit = "images" if self.text_column == "image" else "rows"
+            inputs = ("images named in column **file_name**" if unit == "images" else
+                      f"text column **{self.text_column}**" + (f", second text column **{self.text_pair_column}**"
+                                                               if self.text_pair_column else ""))
+            head = (f"{self._read_line(unit)}; {inputs}, label column **{self.label_column}**; "
+                    f"{self.targets or f'**{len(self.class_counts)}** classes'}.")
+        lines = [head]
+        if self.task_reason:
+            lines.append(f"Task: **{TASKS[self.task].title.lower()}**: {self.task_reason}.")
+        lines.append("Split: " + ", ".join(f"{k} {v}" for k, v in self.split_sizes.items()) + ".")
+        if self.target_summary:
+            lines.append(f"Target `{self.label_column}` (mean / std / min / max): " + "; ".join(
+                f"{s} {v['mean']:.4g} / {v['std']:.4g} / {v['min']:.4g} / {v['max']:.4g}"
+                for s, v in self.target_summary.items()) + ".")
+        if any(self.no_label_rows.values()):
+            lines.append("Rows with no label: " + ", ".join(f"{s} {n}" for s, n in self.no_label_rows.items())
+                         + ".")
         lines += self.notes
         if dropped:
             lines.append(("Skipped files: " if self.format == "zip of image folders" else "Dropped rows: ")
@@ -77,17 +107,26 @@ class DataReport:
         return "\n\n".join(lines)
 
     def class_table(self) -> pd.DataFrame:
-        """Class balance: one row per label with counts per split and the share of the whole."""
-        df = pd.DataFrame(self.class_counts).T.fillna(0).astype(int)
+        """Target balance. Classes: one row per class (labels: per label, plus "(no label)" rows) with rows per
+        split and the share of all rows. Regression: one row per split with the target's count, mean, std, min
+        and max."""
+        if self.target_summary:
+            return pd.DataFrame([{"split": s, **v} for s, v in self.target_summary.items()])
+        counts = dict(self.class_counts)
+        if any(self.no_label_rows.values()):
+            counts["(no label)"] = dict(self.no_label_rows)
+        df = pd.DataFrame(counts, columns=list(counts)).T.fillna(0).astype(int)
         total = df.sum(axis=1)
-        df["share %"] = (100 * total / max(int(total.sum()), 1)).round(1)
+        rows = sum(self.split_sizes.values()) or int(total.sum())
+        df["share %"] = (100 * total / max(rows, 1)).round(1)
         return df.rename_axis("label").reset_index()
 
 
 @dataclass
 class PreparedData:
-    """The result of ``prepare_data``: splits with columns ``text`` (str) or ``image`` (file path) and
-    ``label`` (int64 id)."""
+    """The result of ``prepare_data``: splits with columns ``text`` (str, plus ``text_pair`` for pair tasks) or
+    ``image`` (file path), and ``label``: int64 class id (single-label), 0/1 int list of length num_labels in id
+    order (multi-label), float in the target's own units (regression)."""
 
     splits: "datasets.DatasetDict"  # noqa: F821  (train / validation / test)
     task: TaskSpec
@@ -196,3 +235,43 @@ def to_datasets(parts: dict[str, pd.DataFrame], classes: list, column: str = "te
         for c, n in part["label"].value_counts().items():
             counts[str(c)][name] = int(n)
     return datasets.DatasetDict(splits), counts
+
+
+def random_split(df: pd.DataFrame, fraction: float, seed: int, what: str, keep=None, strata=None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out ``fraction`` of ``df`` at random (seeded), for targets that are not single classes.
+
+    Args:
+        keep: optional bool mask (aligned with ``df``) of rows that stay on the kept side (rare labels).
+        strata: optional values to stratify on (regression: quantile bins of the target); used only when every
+            stratum has 2 rows or more and the held-out part has a row for each, else the split is plain random.
+    Returns:
+        (kept, held_out) frames with fresh indexes.
+    Raises:
+        DataError: too few rows to give both sides one (the message says how many are needed).
+    """
+    from sklearn.model_selection import train_test_split
+
+    mask = pd.Series(False, index=df.index) if keep is None else pd.Series(keep, index=df.index).astype(bool)
+    whole, part = df[mask], df[~mask]
+    held = math.ceil(fraction * len(part))
+    if held < 1 or len(part) - held < 1:
+        more = ", or upload a separate test file" if what == "test" else ""
+        raise DataError(f"too few rows for a {what} split: {len(part)} rows can be split; upload at least "
+                        f"{math.ceil(2 / fraction)} rows{more}")
+    stratify = None
+    if strata is not None:
+        st = pd.Series(strata, index=df.index)[~mask]
+        counts = st.value_counts()
+        if len(counts) > 1 and counts.min() >= 2 and min(held, len(part) - held) >= len(counts):
+            stratify = st
+    a, b = train_test_split(part, test_size=fraction, random_state=seed, stratify=stratify)
+    return pd.concat([a, whole]).reset_index(drop=True), b.reset_index(drop=True)
+
+
+def frames_to_datasets(parts: dict[str, pd.DataFrame], columns: Sequence[str]):
+    """Splits (frames whose ``label`` is already encoded) as a ``datasets.DatasetDict`` of ``columns`` + label."""
+    import datasets
+
+    return datasets.DatasetDict({name: datasets.Dataset.from_dict(
+        {**{c: part[c].tolist() for c in columns}, "label": part["label"].tolist()}) for name, part in parts.items()})

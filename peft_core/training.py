@@ -38,10 +38,10 @@ class TrainConfig:
 
     Units: ``learning_rate`` / ``head_learning_rate`` are AdamW step sizes for encoder (or adapter) parameters
     and for the head; ``warmup_ratio`` is the share of optimizer steps with linearly rising rate;
-    ``max_length`` is in tokens; ``early_stopping_patience`` in epochs without a better validation macro-F1
-    (0 disables); ``dropout`` is the head's dropout probability; ``probe_epochs``: when the method trains more
-    than the head, first fit the head alone for up to this many epochs on cached features (LP-FT; 0: off);
-    ``class_weights``: weight the loss against class imbalance (single-label: "balanced" class weights;
+    ``max_length`` is in tokens (a text pair shares it); ``early_stopping_patience`` in epochs without a better
+    validation score or loss (0 disables); ``dropout`` is the head's dropout probability; ``probe_epochs``: when
+    the method trains more than the head, first fit the head alone for up to this many epochs on cached features
+    (LP-FT; 0: off); ``class_weights``: weight the loss against class imbalance (single-label: "balanced" class weights;
     multi-label: per-label ``pos_weight``; see ``peft_core.tasks``), off by default.
     """
 

@@ -51,7 +51,7 @@ def head_run(sms_small, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def head_export(head_run):
-    from peft_core.pipeline import export_run
+    from exporters.run_export import export_run
 
     return export_run(head_run, parity_rows=34)
 

@@ -43,8 +43,10 @@ def wait_until_done(client, owner, run_id, timeout_s=300):
 def test_full_flow_through_the_api(client, sms_small, tmp_path):
     owner = client.predict(api_name="/new_owner")
     f = handle_file(str(sms_small))
-    preview, text_col, label_col, report, classes, gallery, task = client.predict(f, None, api_name="/load_data")
-    assert text_col["value"] == "text" and label_col["value"] == "label" and task == "text"
+    preview, text_col, label_col, report, classes, gallery, modality, pair_col = client.predict(
+        f, None, api_name="/load_data")
+    assert text_col["value"] == "text" and label_col["value"] == "label" and modality == "text"
+    assert pair_col["value"] == "(none)"
     assert "**400** rows" in report and [r[0] for r in classes["data"]] == ["ham", "spam"]
 
     run_id, status = client.predict(owner, f, None, "text", "label", "minilm", "head", **HP, api_name="/train")
@@ -156,7 +158,7 @@ def test_a_file_that_cannot_be_used_gives_one_message_and_changes_nothing_else(c
         z.writestr("xl/workbook.xml", "<workbook/>")
     out = client.predict(handle_file(str(book)), None, api_name="/load_data")
     assert "save the sheet as CSV" in out[3] and "results.xlsx" in out[3]
-    assert [o for i, o in enumerate(out) if i != 3] == [{"__type__": "update"}] * 6  # skipped: nothing cleared
+    assert [o for i, o in enumerate(out) if i != 3] == [{"__type__": "update"}] * 7  # skipped: nothing cleared
 
 
 def test_export_progress_follows_the_phase_events(monkeypatch):
@@ -204,3 +206,38 @@ def test_console_filter_drops_pandas4warnings_from_gradio_only():
         plot.postprocess(frame)
         warnings.warn("ours", pd.errors.Pandas4Warning)  # raised outside gradio: still shown
     assert [str(w.message) for w in caught] == ["ours"]
+
+
+STSB = Path(__file__).resolve().parents[1] / "examples" / "stsb_sample.csv"
+
+
+def test_a_pair_regression_run_through_the_api_predicts_numbers_from_two_texts(client, tmp_path):
+    """A text-pair regression run (real STS-B sentence pairs, similarity 0-5) through /load_data, /train and
+    /predict: the pair column is found, the answer is the model's number in the target's units, and a pair run
+    asked with one text says which box is missing."""
+    import app
+    import pandas as pd
+    from peft_core.inference import predict_logits
+    from peft_core.tasks import get_task
+
+    owner = client.predict(api_name="/new_owner")
+    data = tmp_path / "stsb_240.csv"
+    pd.read_csv(STSB).head(240).to_csv(data, index=False)
+    f = handle_file(str(data))
+    out = client.predict(f, None, "regression", "", api_name="/load_data")
+    assert out[7]["value"] == "sentence2" and "regression" in out[3].lower()
+    hp = HP | {"epochs": 3, "max_length": 48}
+    run_id, _ = client.predict(owner, f, None, "sentence1", "score", "minilm", "head", **hp, task="regression",
+                               text_pair_column="sentence2", api_name="/train")
+    st = wait_until_done(client, owner, run_id)
+    assert st["state"] == "finished" and st["results"]["score_name"] == "RMSE"
+    a, b = "A man is playing a guitar.", "A man plays the guitar."
+    got = client.predict(owner, run_id, a, b, api_name="/predict")
+    run = app.jobs().run(owner, run_id)
+    want = get_task(run.data.task).predict(run.data.task, predict_logits(run.model, run.tokenizer, [(a, b)],
+                                                                          run.train_config.max_length))[0]
+    assert float(got["label"]) == pytest.approx(want, rel=1e-3)
+    assert run.data.task.target_mean - 3 * run.data.task.target_std < want < run.data.task.target_mean + \
+        3 * run.data.task.target_std
+    with pytest.raises(AppError, match="This run takes two texts: fill the second box too"):
+        client.predict(owner, run_id, a, "", api_name="/predict")

@@ -85,6 +85,7 @@ def test_upload_train_watch_export_download_and_run_the_bundle(browser, url, sms
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     open_and_load(page, url, sms_csv)
     expect(page.locator("#data-report")).to_contain_text("400")
+    expect(page.locator("#pair-col input")).to_have_value("(none)")  # one text per row
     shot(page, "1_data_loaded")
     set_hyperparameters(page, epochs=30)
     page.locator("#train-btn").click()
@@ -92,11 +93,12 @@ def test_upload_train_watch_export_download_and_run_the_bundle(browser, url, sms
     expect(page.locator("#run-status")).to_contain_text("Step", timeout=120_000)
     shot(page, "2_training_live")
     expect(page.locator("#run-status b[data-state=finished]")).to_be_visible(timeout=240_000)
-    expect(page.locator("#run-status")).to_contain_text("held-out accuracy")
+    expect(page.locator("#run-status")).to_contain_text("held-out macro-F1")
     accuracy = float(re.search(r"accuracy ([0-9.]+)", page.locator("#run-status").inner_text()).group(1))
     assert accuracy > 0.9
     expect(page.locator("#metrics")).to_contain_text("macro-F1")
-    expect(page.locator("#cm-img img")).to_be_visible(timeout=15_000)
+    expect(page.locator("#eval-img img")).to_be_visible(timeout=15_000)
+    expect(page.locator("#mistakes")).to_contain_text("held-out rows")  # text runs show their mistakes too
     expect(page.locator("#history")).to_contain_text("finished")
     expect(page.locator("#run-log textarea")).to_have_value(re.compile("training finished after"))
     shot(page, "3_finished_results")
@@ -162,7 +164,7 @@ def test_image_task_upload_train_gallery_try_it_export_and_a_broken_zip(browser,
     page.goto(url)
     page.locator("#example-image").click()  # 300 committed MNIST digits
     expect(page.locator("#data-report")).to_contain_text("300 images read", timeout=60_000)
-    expect(page.locator("#task input[value=image]")).to_be_checked()
+    expect(page.locator("#modality input[value=image]")).to_be_checked()
     expect(page.locator("#image-preview img").first).to_be_visible(timeout=15_000)
     expect(page.locator("#text-col")).to_be_hidden()
     shot(page, "7_images_loaded")
@@ -248,7 +250,7 @@ def test_first_screen_shows_what_to_do_and_the_form_explains_itself(browser, url
     assert box(page, "#num-layers")["width"] < 0.5 * 1400  # no longer a full-width box
     page.locator("#hp").get_by_text("Hyper-parameters").click()
     expect(page.locator("#hp")).to_contain_text("Share of steps with a rising learning rate")
-    expect(page.locator("#hp")).to_contain_text("Epochs without a better validation macro-F1")
+    expect(page.locator("#hp")).to_contain_text("Epochs without a better validation score")
     shot(page, "12_step2_last_n_explained")
     epochs, patience = box(page, "#hp-epochs input"), box(page, "#hp-patience input")
     assert abs(epochs["y"] - patience["y"]) < 2 and abs(epochs["height"] - patience["height"]) < 2
@@ -289,7 +291,7 @@ def test_named_runs_reload_refills_the_form_results_render_and_compare_overlays(
     page.locator("#run-name input, #run-name textarea").first.fill("probe first")
     page.locator("#train-btn").click()
     expect(page.locator("#run-status b[data-state=finished]")).to_be_visible(timeout=240_000)
-    expect(page.locator("#cm-img img")).to_be_visible(timeout=15_000)
+    expect(page.locator("#eval-img img")).to_be_visible(timeout=15_000)
     expect(page.locator("#cancel-btn")).to_be_disabled()
     expect(page.locator("#delete-btn")).to_be_enabled()
     expect(page.locator("#history")).to_contain_text("sms_sample_400.csv")
@@ -315,7 +317,7 @@ def test_named_runs_reload_refills_the_form_results_render_and_compare_overlays(
     expect(page.locator("#run-picker input")).to_have_value(re.compile("“last two layers” · sms_sample_400.csv"))
     shot(page, "14_reloaded_form_refilled")
     expect(page.locator("#run-status b[data-state=finished]")).to_be_visible(timeout=240_000)
-    expect(page.locator("#cm-img img")).to_be_visible(timeout=15_000)  # results render after "Finished"
+    expect(page.locator("#eval-img img")).to_be_visible(timeout=15_000)  # results render after "Finished"
     expect(page.locator("#val-plot")).to_be_visible()
     expect(page.locator("#use")).to_be_visible()
     assert not headers_fit(page, "#history"), headers_fit(page, "#history")
@@ -355,5 +357,103 @@ def test_an_unusable_upload_shows_one_message_and_no_error_badges(browser, url, 
         shot(page, f"11_unusable_upload_{bad.suffix[1:]}")
         expect(page.get_by_text(says)).to_have_count(1)  # one message, in the data report
         expect(page.get_by_text("Error", exact=True)).to_have_count(0)  # no red badge on any widget, no toast
-        expect(page.locator("#task input[value=text]")).to_be_checked()  # the task stays
+        expect(page.locator("#modality input[value=text]")).to_be_checked()  # the task stays
+    page.close()
+
+
+# ---- issue 15: task kinds through the page ---------------------------------------------------------------
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def upload(page, path):
+    """Replace the training file (clearing the one shown, if any); returns when its data report is shown."""
+    clear = page.locator("#train-file button[aria-label='Clear']")
+    if clear.count():
+        clear.first.click()
+        expect(page.locator("#train-file input[type=file]")).to_have_count(1)
+    page.locator("#train-file input[type=file]").set_input_files(str(path))
+    expect(page.locator("#data-report")).to_contain_text(f"read from {path.name}", timeout=60_000)
+
+
+def choose(page, elem_id, option):
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+    expect(page.locator(f"#{elem_id} input")).to_have_value(option)
+
+
+def train_and_wait(page, name, data):
+    """Start a run named ``name`` on the loaded file ``data`` (a Path) and wait until its results are shown."""
+    page.locator("#run-name input, #run-name textarea").first.fill(name)
+    page.locator("#train-btn").click()
+    expect(page.locator("#run-picker input")).to_have_value(re.compile(f"“{name}”"), timeout=30_000)
+    expect(page.locator("#run-status")).to_contain_text(f"data {data.name}", timeout=30_000)  # the new run's
+    expect(page.locator("#run-status b[data-state=finished]")).to_be_visible(timeout=300_000)
+    expect(page.locator("#eval-img img")).to_be_visible(timeout=30_000)
+
+
+def mistakes_rows(page) -> int:
+    return page.locator("#mistakes tbody tr").count()
+
+
+def test_a_multi_label_run_and_a_pair_run_train_through_the_page_and_show_their_results(browser, url, tmp_path):
+    import pandas as pd
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page.goto(url)
+    expect(page.locator("#run-status")).to_contain_text("No run selected", timeout=30_000)
+    emotions = tmp_path / "goemotions_300.csv"  # real GoEmotions comments, `;`-joined emotion labels
+    pd.read_csv(EXAMPLES / "goemotions_sample.csv").head(300).to_csv(emotions, index=False)
+    upload(page, emotions)
+    expect(page.locator("#data-report")).to_contain_text("multi-label")  # inferred, and the report says why
+    expect(page.locator("#task input")).to_have_value("Inferred from the data")
+    set_hp(page, epochs=3)
+    shot(page, "17_multi_label_loaded")
+    train_and_wait(page, "emotions probe", emotions)
+    metrics = page.locator("#metrics")
+    for name in ("micro-F1", "macro-F1", "samples-F1", "subset accuracy", "Hamming loss"):
+        expect(metrics).to_contain_text(name)
+    expect(page.locator("#per-class")).to_contain_text("threshold")
+    expect(page.locator("#mistakes")).to_contain_text("labels wrong")
+    assert mistakes_rows(page) > 0
+    expect(page.locator("#run-status")).to_contain_text("held-out micro-F1")
+    page.locator("#text-in textarea").fill("Thank you so much, this made my day! I love it")
+    page.locator("#try-btn").click()
+    expect(page.locator("#try-table")).to_be_visible(timeout=30_000)
+    expect(page.locator("#try-table")).to_contain_text("threshold")
+    expect(page.locator("#try-md")).to_contain_text(re.compile("Predicted labels|No label reaches its threshold"))
+    expect(page.locator("#label-out")).to_be_hidden()
+    expect(page.locator("#text-pair-in")).to_be_hidden()
+    shot(page, "18_multi_label_results")
+    with page.expect_download(timeout=30_000) as dl:
+        page.locator("#predictions-dl").click()
+    got = tmp_path / "predictions.csv"
+    dl.value.save_as(got)
+    table = pd.read_csv(got, keep_default_na=False)
+    assert {"input", "true", "predicted", "wrong"} <= set(table.columns) and len(table) > mistakes_rows(page)
+
+    nli = tmp_path / "snli_300.csv"  # real SNLI premise / hypothesis pairs, 3 classes
+    pd.read_csv(EXAMPLES / "snli_sample.csv").head(300).to_csv(nli, index=False)
+    upload(page, nli)
+    expect(page.locator("#pair-col input")).to_have_value("hypothesis", timeout=30_000)  # a well-known pair
+    choose(page, "task", "Single-label classification")
+    expect(page.locator("#data-report")).to_contain_text("hypothesis", timeout=30_000)
+    shot(page, "19_pair_loaded")
+    train_and_wait(page, "nli pairs", nli)
+    expect(page.locator("#metrics")).to_contain_text("macro-F1")
+    expect(page.locator("#metrics")).not_to_contain_text("micro-F1")  # the single-label table, not the last one
+    expect(page.locator("#per-class")).to_contain_text("entailment")
+    headers = [h.strip() for h in page.locator("#mistakes th").all_inner_texts()]
+    assert headers[:4] == ["text_a", "text_b", "true", "predicted"], headers
+    assert mistakes_rows(page) > 0
+    expect(page.locator("#run-data")).to_contain_text("text columns premise + hypothesis")
+    expect(page.locator("#text-pair-in")).to_be_visible()
+    page.locator("#text-in textarea").fill("A man is playing a guitar on stage.")
+    page.locator("#text-pair-in textarea").fill("A man is performing music.")
+    page.locator("#try-btn").click()
+    expect(page.get_by_test_id("label-output-value")).to_be_visible(timeout=30_000)
+    expect(page.locator("#try-md")).to_contain_text("Predicted class")
+    expect(page.locator("#try-table")).to_be_hidden()
+    expect(page.locator("#history")).to_contain_text("micro-F1")
+    expect(page.locator("#history")).to_contain_text("macro-F1")
+    shot(page, "20_pair_results")
     page.close()

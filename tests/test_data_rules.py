@@ -101,12 +101,13 @@ def test_report_names_each_file_with_its_own_row_count(frame, tmp_path):
 def test_validation_macro_f1_is_over_the_classes_present():
     from sklearn.metrics import f1_score
 
-    from peft_core.training import _metrics
+    from peft_core.tasks import TaskSpec, get_task
 
     y = torch.tensor([0, 0, 1, 1, 0, 1])
     pred = torch.tensor([0, 0, 1, 2, 0, 1])  # class 2 has no validation example but is predicted once
     logits = torch.nn.functional.one_hot(pred, 3).float() * 5
-    got = _metrics(logits, y)["val_macro_f1"]
+    spec = TaskSpec("single_label", "text", "label", {0: "a", 1: "b", 2: "c"})
+    got = get_task(spec).objective(spec, y).metrics(logits, y)["val_macro_f1"]
     per_class = f1_score(y.numpy(), pred.numpy(), labels=[0, 1, 2], average=None)
     assert per_class[2] == 0  # sklearn's default would average this 0 in
     assert got == pytest.approx(per_class[:2].mean())

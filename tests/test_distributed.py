@@ -42,3 +42,22 @@ def test_two_processes_write_one_run_and_cover_every_row(method, extra, sms_smal
     if method == "head":
         assert (out / "bundle-fp32.zip").exists() and "Parity PASSED" in p.stdout
         assert abs(ev["accuracy"] - head_run.eval_report.accuracy) <= ACCURACY_TOLERANCE
+
+
+def test_two_processes_train_a_multi_label_run_with_one_set_of_thresholds(tmp_path):
+    """Multi-label under DDP: every process tunes the same thresholds on the gathered validation logits, and the
+    main process alone writes a run whose evaluation covers every held-out row once."""
+    sample = ROOT / "examples" / "goemotions_sample.csv"
+    out = tmp_path / "run"
+    p = _launch(["--data", str(sample), "--method", "head", "--epochs", "3", "--max-length", "48", "--out", str(out)],
+                tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("== Evaluation") == 1 and "micro-F1" in p.stdout
+    report = json.loads((out / "report.json").read_text())
+    ev = report["evaluation"]
+    assert report["processes"] == 2 and ev["task"] == "multi_label"
+    assert ev["n"] == report["data"]["split_sizes"]["test"]
+    assert sum(r["support"] for r in ev["per_class"]) > ev["n"] * 0.9  # label sets of every test row counted
+    config = json.loads((out / "model" / "classifier_config.json").read_text())
+    assert [r["threshold"] for r in ev["per_class"]] == config["task"]["thresholds"]
+    assert ev["micro_f1"] > ev["baseline"]["micro_f1"]

@@ -12,7 +12,7 @@ import torch
 from exporters.bundle import extract_bundle
 from exporters.parity import ParityCheck, ParityReport, check_parity
 from peft_core.errors import NonFiniteError
-from peft_core.pipeline import export_run
+from exporters.run_export import export_run
 
 
 def _with_head(run, weight=None, bias=None):

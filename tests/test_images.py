@@ -55,7 +55,7 @@ def small_zip(tmp_path_factory) -> Path:
 
 def test_image_folder_zip_is_split_stratified_and_reported(tmp_path):
     data = prepare_data(MNIST, extract_dir=tmp_path / "x")
-    assert data.task.kind == "image-classification" and data.task.labels == [str(d) for d in range(10)]
+    assert data.task.kind == "single_label" and data.task.modality == "image" and data.task.labels == [str(d) for d in range(10)]
     assert data.report.split_sizes == {"train": 210, "validation": 30, "test": 60}
     assert all(c == {"train": 21, "validation": 3, "test": 6} for c in data.report.class_counts.values())
     assert "**300** images read" in data.report.to_markdown()
@@ -216,7 +216,7 @@ def test_image_export_parity_and_bundle_predict_without_torch(image_head_run, tm
     from exporters.bundle import extract_bundle
     from peft_core.data import split_inputs
     from peft_core.inference import predict_logits
-    from peft_core.pipeline import export_run
+    from exporters.run_export import export_run
 
     res = export_run(image_head_run, parity_rows=20)
     assert res.parity.passed and res.parity.max_abs_diff <= 1e-4, res.parity.summary()
@@ -298,7 +298,8 @@ def test_any_local_transformers_image_model_folder_works(arch, small_zip, tmp_pa
     folders: loaded, trained (head and last_n), exported with parity. Tiny random weights: the point is the plumbing."""
     from transformers import ResNetConfig, ResNetModel, ViTConfig, ViTModel
 
-    from peft_core.pipeline import RunConfig, export_run, fine_tune
+    from exporters.run_export import export_run
+    from peft_core.pipeline import RunConfig, fine_tune
     from peft_core.training import TrainConfig
 
     torch.manual_seed(0)

@@ -1,8 +1,12 @@
 """Event-log following (peft_core.progress) and the app's pure formatting (app_views), on real event lines."""
 import dataclasses
 import json
+from pathlib import Path
 
-from app_views import compare_frame, history_frame, loss_frame, status_html, val_frame
+import pytest
+
+from app_history import compare_frame, history_frame
+from app_views import loss_frame, status_html, val_frame
 from peft_core.callbacks import JsonlLogger, ProgressEvent
 from peft_core.jobs import JobInfo
 from peft_core.progress import EventTail, summarize
@@ -67,7 +71,8 @@ def test_status_says_what_is_happening_in_words():
 def test_history_and_comparison_tables():
     jobs = [job("finished", started=1.0, finished=31.0, results=RESULTS), job("running", started=5.0)]
     h = history_frame(jobs)
-    assert h.loc[0, "accuracy"] == 0.9875 and h.loc[0, "duration"] == "30 s" and h.loc[0, "status"] == "finished"
+    assert (h.loc[0, "metric"], h.loc[0, "score"]) == ("macro-F1", 0.97)  # a record from before task kinds
+    assert h.loc[0, "duration"] == "30 s" and h.loc[0, "status"] == "finished"
     assert h.loc[1, "duration"] == "" and "lr 0.01 (head)" in h.loc[1, "settings"]  # a frozen encoder has no lr
     lora = dataclasses.replace(jobs[1], method="lora", params=dict(jobs[1].params, learning_rate=0.001))
     assert "lr 0.001 / 0.01" in history_frame([lora]).loc[0, "settings"]  # encoder (adapter) / head
@@ -91,8 +96,14 @@ def test_an_uploaded_config_fills_the_form_and_names_version_differences(tmp_pat
     assert out[:2] == ["minilm", "lora"]
     hp = dict(zip(app.HP_FIELDS, out[2:2 + n]))
     assert hp["epochs"] == 3 and hp["max_length"] == 96 and hp["head_learning_rate"] > 0
-    assert out[2 + n] == 4 and out[-3]["visible"] is False and out[-2]["visible"] is True
+    assert out[2 + n] == 4 and out[-5]["visible"] is False and out[-4]["visible"] is True
+    assert out[-3:-1] == ["inferred", False]  # task choice, class weights
     assert "torch 0.0.1 in the config" in out[-1] and "label column 'y'" in out[-1]
+    cfg.task, cfg.text_pair_column, cfg.train.class_weights = "multi_label", "reply", True
+    path.write_text(json.dumps({"run": cfg.to_dict(), "versions": versions()}))
+    out = app.config_to_form(str(path))
+    assert out[-3:-1] == ["multi_label", True] and "task multi-label classification" in out[-1]
+    assert "text column 'sms' + 'reply'" in out[-1]
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     import gradio as gr
@@ -112,7 +123,8 @@ def test_durations_read_as_minutes_and_seconds():
 
 
 def test_history_picker_and_compare_name_the_data_and_the_run_and_skip_text_fields_on_images():
-    from app_views import HISTORY_COLUMNS, HISTORY_WIDTHS, run_choice
+    from app_history import HISTORY_COLUMNS, HISTORY_WIDTHS
+    from app_views import run_choice
 
     text = job("finished", started=1.0, finished=253.0, results=RESULTS, dataset="sms.csv", name="first try")
     image = JobInfo(id="cd" * 16, owner="x", state="finished", model="efficientnet-lite0", method="head",
@@ -132,10 +144,10 @@ def test_history_picker_and_compare_name_the_data_and_the_run_and_skip_text_fiel
 
 
 def test_compare_overlays_curves_and_per_class_f1_of_each_run():
-    from app_views import compare_curves, compare_per_class
+    from app_history import compare_curves, compare_per_class
 
     hist = {"a": [{"epoch": 1, "val_macro_f1": 0.5}, {"epoch": 2, "val_macro_f1": 0.7}],
-            "b": [{"epoch": 1, "val_macro_f1": 0.6}]}
+            "b": [{"epoch": 1, "val_macro_f1": 0.6}]}  # histories written before task kinds
     curves = compare_curves(hist)
     assert curves.values.tolist() == [["1", 0.5, "a"], ["2", 0.7, "a"], ["1", 0.6, "b"]]  # one category per epoch
     long = compare_curves({"a": [{"epoch": e, "val_macro_f1": 0.5} for e in range(1, 61)]})
@@ -213,10 +225,12 @@ def fake_runner(cfg, run_dir, callbacks, control):
     """Stands in for fine_tune: returns at once with results and writes no report.json (the test does)."""
     from types import SimpleNamespace
 
-    ev = SimpleNamespace(accuracy=0.9, macro_f1=0.8, baseline_accuracy=0.86)
-    tr = SimpleNamespace(best_epoch=1, history=[{"val_macro_f1": 0.8}], stopped_early=False, seconds=1.0,
-                         cancelled=False)
-    return SimpleNamespace(eval_report=ev, train_result=tr, trainable_parameters=10, total_parameters=1000)
+    ev = SimpleNamespace(accuracy=0.9, macro_f1=0.8, baseline_accuracy=0.86, headline_name="macro-F1", headline=0.8,
+                         baseline_headline=0.46)
+    tr = SimpleNamespace(best_epoch=1, history=[{"val_score": 0.8, "val_macro_f1": 0.8}], stopped_early=False,
+                         seconds=1.0, cancelled=False, score_name="macro-F1")
+    data = SimpleNamespace(task=SimpleNamespace(kind="single_label"))
+    return SimpleNamespace(eval_report=ev, train_result=tr, trainable_parameters=10, total_parameters=1000, data=data)
 
 
 def poll_outputs(app, owner, run_id, view):
@@ -225,6 +239,8 @@ def poll_outputs(app, owner, run_id, view):
 
 
 def test_poll_shows_results_once_the_report_appears_and_buttons_follow_the_state(tmp_path, sms_small, monkeypatch):
+    import pandas as pd
+
     import app
     import app_state
     from peft_core.evaluation import evaluate
@@ -246,9 +262,15 @@ def test_poll_shows_results_once_the_report_appears_and_buttons_follow_the_state
     assert out["runs_col"]["visible"] is True and "MB of 2,000 MB" in out["quota_md"]
     report = evaluate([0, 1, 1], [[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]], ["ham", "spam"], [0, 0, 1])
     (app.jobs().dir(info.id) / "report.json").write_text(json.dumps({"evaluation": report.to_dict()}))
+    pd.DataFrame({"input": ["WIN a prize", "see you", "call me"], "true": ["spam", "ham", "spam"],
+                  "predicted": ["ham", "ham", "spam"], "confidence": [0.9, 0.8, 0.7], "wrong": [True, False, False]}
+                 ).to_csv(app.jobs().dir(info.id) / "predictions.csv", index=False)
     view, out = poll_outputs(app, owner, info.id, view)
     assert out["results_col"]["visible"] is True and out["metrics"]["model"].tolist()[0] == 0.6667
     assert out["use_col"]["visible"] is True
+    assert out["mistakes"]["value"]["input"].tolist()[0] == "WIN a prize" and "(1 wrong)" in out["mistakes"]["label"]
+    link = out["predictions_dl"]
+    assert link["visible"] and f"/peft/download/{info.id}/predictions.csv?exp=" in link["value"]
     view, out = poll_outputs(app, owner, info.id, view)
     assert all(v == {"__type__": "update"} for v in out.values())  # nothing changed: every output skipped
 
@@ -256,7 +278,8 @@ def test_poll_shows_results_once_the_report_appears_and_buttons_follow_the_state
     assert "sms_small.csv" in form[0]["value"] and "text column `text`, label column `label`" in form[0]["value"]
     assert form[1:4] == ["text", "minilm", "lora"]
     hp = dict(zip(app.HP_FIELDS, form[4:4 + len(app.HP_FIELDS)]))
-    assert hp["epochs"] == 3 and hp["learning_rate"] == 1e-3 and form[-1] == 7  # the run's warm start
+    assert hp["epochs"] == 3 and hp["learning_rate"] == 1e-3 and form[-3] == 7  # the run's warm start
+    assert form[-2:] == ["inferred", False]  # task choice, class weights
     hidden = app.form.run_to_form(app.jobs(), app.HP_FIELDS, new_owner_token(), info.id)
     assert hidden[0]["visible"] is False  # someone else's run: nothing is shown or filled
 
@@ -281,3 +304,210 @@ def test_epoch_axis_is_one_category_per_epoch_for_short_runs_and_numeric_for_lon
     assert epoch_axis(pd.Series(range(1, 31))).dtype == "int64"  # 30 labels would crowd the axis
     assert epoch_axis(pd.Series([1, 2]), max_epochs=60).dtype == "int64"  # a 60-epoch run keeps one axis type
     assert epoch_axis(pd.Series([], dtype="int64"), max_epochs=4).tolist() == []
+
+
+# ---- issue 15: task kinds (multi-label, regression, text pairs) in the results, Try it, history and compare ----
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def tfidf_logits(data, split: str):
+    """Logits of a TF-IDF (word 1-2-grams) linear model fit on the prepared train split, for ``split``: ridge
+    regression on the standardised target (regression) or on the 0/1 label cells (multi-label: its outputs, clipped
+    to (0, 1), read as probabilities), logistic regression (single-label); pairs are read as "text_a [SEP] text_b".
+    Real scores of a real model, in seconds."""
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    from peft_core.splits import split_inputs
+
+    def texts(name):
+        return [" [SEP] ".join(x) if isinstance(x, tuple) else x for x in split_inputs(data.splits[name])]
+
+    vec = TfidfVectorizer(ngram_range=(1, 2)).fit(texts("train"))
+    x, y, new = vec.transform(texts("train")), np.asarray(data.splits["train"]["label"]), vec.transform(texts(split))
+    if data.task.problem_type == "regression":
+        mean, std = float(np.mean(y)), float(np.std(y))
+        return Ridge(alpha=1.0).fit(x, (y - mean) / std).predict(new)[:, None]
+    if data.task.problem_type == "multi_label_classification":
+        p = np.clip(Ridge(alpha=1.0).fit(x, y).predict(new), 1e-4, 1 - 1e-4)
+        return np.log(p / (1 - p))
+    model = LogisticRegression(C=10, max_iter=1000).fit(x, y)
+    return model.decision_function(new) if data.task.num_labels > 2 else \
+        np.c_[np.zeros(new.shape[0]), model.decision_function(new)]
+
+
+def saved_run(run_dir, data, with_plots_key=True):
+    """A run folder as the pipeline saves it (report.json with "plots", the kind's figures, predictions.csv,
+    model/classifier_config.json), from TF-IDF logits on a real prepared sample."""
+    import numpy as np
+
+    from peft_core.splits import split_inputs
+    from peft_core.tasks import get_task
+
+    kind, spec, test = get_task(data.task), data.task, data.splits["test"]
+    if kind.calibrates:
+        kind.calibrate(spec, data.splits["validation"]["label"], tfidf_logits(data, "validation"))
+    logits = np.asarray(tfidf_logits(data, "test"), dtype=np.float32)
+    report = kind.evaluate(spec, test["label"], logits, data.splits["train"]["label"])
+    plots = kind.plots(spec, report, test["label"], logits, run_dir, split_inputs(test))
+    kind.predictions_table(spec, split_inputs(test), test["label"], logits).to_csv(run_dir / "predictions.csv",
+                                                                                  index=False)
+    doc = {"evaluation": report.to_dict()} | ({"plots": {k: Path(v).name for k, v in plots.items()}}
+                                              if with_plots_key else {})
+    (run_dir / "report.json").write_text(json.dumps(doc))
+    (run_dir / "model").mkdir()
+    (run_dir / "model" / "classifier_config.json").write_text(json.dumps({"task": spec.to_dict()}))
+    return report, logits
+
+
+SAMPLES = {  # file, prepare_data keywords, the metric names its metrics table must show
+    "multi_label": ("goemotions_sample.csv", {}, ["micro-F1", "samples-F1", "Hamming loss"]),
+    "pair_single_label": ("snli_sample.csv", {}, ["accuracy", "macro-F1"]),
+    "regression": ("emobank_sample.csv", {"label_column": "valence"}, ["RMSE", "MAE", "R²", "Spearman"]),
+    "pair_regression": ("stsb_sample.csv", {"label_column": "score"}, ["RMSE", "Pearson"]),
+}
+
+
+def prepared_sample(name):
+    from peft_core.data import prepare_data
+
+    file, kwargs, _ = SAMPLES[name]
+    return prepare_data(EXAMPLES / file, **kwargs)
+
+
+@pytest.mark.parametrize("name", list(SAMPLES))
+def test_results_show_each_kinds_metrics_figure_and_worst_rows_on_real_samples(name, tmp_path):
+    from app_results import MISTAKE_ROWS, mistakes_label, read_predictions, read_results
+
+    data = prepared_sample(name)
+    report, _ = saved_run(tmp_path, data)
+    res = read_results(tmp_path)
+    shown = " ".join(res.metrics["metric"])
+    assert all(metric in shown for metric in SAMPLES[name][2]), shown
+    assert res.metrics["model"].tolist()[0] == round(getattr(report, "micro_f1", None) or getattr(
+        report, "accuracy", None) or report.rmse, 4)  # the first row is the kind's first metric
+    assert res.figures["evaluation"].is_file() and res.figures["evaluation"].suffix == ".png"
+    per_class = res.per_class
+    if data.task.problem_type == "regression":
+        assert per_class.empty
+    else:
+        assert sorted(per_class["label"]) == sorted(data.task.labels)
+        assert ("threshold" in per_class) == (data.task.problem_type == "multi_label_classification")
+    full = read_predictions(tmp_path / "predictions.csv")
+    assert res.held_out == len(full) == len(data.splits["test"]) and len(res.mistakes) == min(MISTAKE_ROWS, len(full))
+    inputs = ["text_a", "text_b"] if data.task.input_kind == "text_pair" else ["input"]
+    assert res.mistakes.columns[:len(inputs)].tolist() == inputs
+    assert res.wrong == (full["wrong"] == "True").sum() > 0
+    if res.wrong >= MISTAKE_ROWS:  # the worst rows come first: every row shown is a mistake
+        assert set(res.mistakes["wrong"]) == {"yes"}
+    assert all(len(t) <= 201 for c in inputs for t in res.mistakes[c])
+    assert f"the {len(res.mistakes)} worst of {len(full)} held-out rows ({res.wrong} wrong)" in mistakes_label(res)
+
+
+def test_a_run_saved_before_task_kinds_shows_its_confusion_matrix(tmp_path, sms_small):
+    from app_results import read_results
+    from peft_core.data import prepare_data
+
+    saved_run(tmp_path, prepare_data(sms_small), with_plots_key=False)  # report.json without "plots"
+    (tmp_path / "predictions.csv").unlink()
+    res = read_results(tmp_path)
+    assert res.figures["evaluation"].name == "confusion_matrix.png" and res.predictions is None
+    assert res.mistakes.empty and res.metrics["metric"].tolist()[:1] == ["accuracy"]
+
+
+def test_try_it_views_follow_the_task_kind(tmp_path):
+    import numpy as np
+
+    from app_try import TRY_VIEWS, text_inputs, try_view
+    from peft_core.tasks import TASKS, get_task
+    from peft_core.tasks.base import sigmoid
+
+    assert set(TRY_VIEWS) == set(TASKS)  # a new task kind without a Try it view fails here
+    ml = prepared_sample("multi_label")
+    saved_run(tmp_path, ml)  # tunes ml.task.thresholds on the validation split
+    logits, sets = tfidf_logits(ml, "test"), []
+    for row in logits[:40]:
+        view = try_view(ml.task, row)
+        sets.append(view.label)
+        chosen = [ml.task.labels[j] for j in np.flatnonzero(sigmoid(row) >= np.asarray(ml.task.thresholds))]
+        assert view.label == "; ".join(chosen) and view.table["chosen"].eq("yes").sum() == len(chosen)
+        assert view.table["probability"].is_monotonic_decreasing and len(view.table) == ml.task.num_labels
+        assert all(f"**{c}**" in view.summary for c in chosen) or (not chosen and "No label" in view.summary)
+    assert any(sets) and len(set(sets)) > 1  # real predictions: label sets that differ from row to row
+    reg = prepared_sample("pair_regression")
+    row = tfidf_logits(reg, "test")[0]
+    view = try_view(reg.task, row)
+    assert float(view.label) == pytest.approx(row[0] * reg.task.target_std + reg.task.target_mean, rel=1e-3)
+    assert view.table is None and f"Predicted **{reg.task.labels[0]}**" in view.summary
+    assert get_task(reg.task).predict(reg.task, row[None])[0] == pytest.approx(float(view.label), rel=1e-3)
+    nli = prepared_sample("pair_single_label")
+    probs = try_view(nli.task, tfidf_logits(nli, "test")[0]).label
+    assert sorted(probs) == sorted(nli.task.labels) and sum(probs.values()) == pytest.approx(1.0)
+    assert text_inputs(nli.task, "A man sleeps.", "A person rests.") == [("A man sleeps.", "A person rests.")]
+    with pytest.raises(ValueError, match=f"two texts: fill the second box too \\(column `{nli.task.text_pair_column}`"):
+        text_inputs(nli.task, "A man sleeps.", " ")
+    assert text_inputs(ml.task, "so happy", "left from a pair run") == ["so happy"]
+
+
+def test_history_compare_and_status_use_each_runs_own_score():
+    from app_history import compare_curves, compare_frame, compare_per_class, history_frame
+    from app_views import task_choices, val_frame
+    from peft_core.progress import Progress
+    from peft_core.tasks import TASKS
+
+    assert [v for _, v in task_choices()] == ["inferred", *TASKS]
+    assert [t for t, _ in task_choices()][1:] == [k.title for k in TASKS.values()]
+    ml = job("finished", started=1.0, finished=9.0, results={
+        "task": "multi_label", "score_name": "micro-F1", "score": 0.41, "baseline_score": 0.3, "accuracy": None,
+        "best_val_score": 0.38, "val_score_name": "micro-F1 (at 0.5)", "best_epoch": 3, "epochs_run": 3})
+    reg = dataclasses.replace(ml, id="cd" * 16, results={
+        "task": "regression", "score_name": "RMSE", "score": 1.2, "baseline_score": 1.49, "best_val_score": 0.31,
+        "val_score_name": "R²", "best_epoch": 2, "epochs_run": 3})
+    h = history_frame([ml, reg, job("finished", started=1.0, finished=2.0, results=RESULTS)])
+    assert h[["metric", "score", "baseline"]].values.tolist() == [["micro-F1", 0.41, 0.3], ["RMSE", 1.2, 1.49],
+                                                                  ["macro-F1", 0.97, ""]]
+    assert "held-out micro-F1 <b>0.4100</b> (baseline 0.3000)" in status_html(ml, None, None)
+    assert "accuracy" not in status_html(ml, None, None)
+    rows = dict(zip(*compare_frame([ml, reg])[["", "cdcdcdcd"]].T.values))
+    assert rows["task"] == "Regression" and rows["test score"] == "1.2000 (RMSE)"
+    assert rows["best validation score"] == "0.3100 (R²)" and "test accuracy" not in rows
+    curves = compare_curves({"a": [{"epoch": 1, "val_score": 0.3, "val_micro_f1": 0.3}],
+                             "b": [{"epoch": 1, "val_score": 0.2, "val_rmse": 1.3}]}, {"a": "micro-F1", "b": "R²"})
+    assert curves.values.tolist() == [["1", 0.3, "a · micro-F1"], ["1", 0.2, "b · R²"]]
+    f1 = compare_per_class({"a": [{"label": "joy", "f1": 0.5, "threshold": 0.3}], "b": []})
+    assert f1.columns.tolist() == ["label", "F1 a"]  # the regression run has no column
+    assert "regression runs" in compare_per_class({"b": []})["label"][0]
+    p = Progress(val=[(1, "validation loss", 0.5), (1, "validation R²", 0.2), (1, "validation RMSE", 1.3),
+                      (1, "val_score", 0.2)])
+    assert val_frame(p)["metric"].tolist() == ["validation R²", "validation RMSE"]
+
+
+def test_step1_choices_become_prepare_data_keywords():
+    from app_data import data_options
+
+    assert data_options("premise", "label", "inferred", "(none)", "") == {
+        "text_column": "premise", "label_column": "label", "task": None, "text_pair_column": "",  # no pair
+        "label_separator": None}
+    assert data_options()["text_pair_column"] is None  # a new file: inferred from well-known column pairs
+    assert data_options(None, None, "multi_label", "hypothesis", "|") == {
+        "text_column": None, "label_column": None, "task": "multi_label", "text_pair_column": "hypothesis",
+        "label_separator": "|"}
+
+
+def test_predictions_csv_goes_out_only_through_a_signed_link(tmp_path):
+    from urllib.parse import parse_qs, urlsplit
+
+    import app_files
+
+    run_id = "ab" * 16
+    (tmp_path / run_id).mkdir()
+    csv = tmp_path / run_id / "predictions.csv"
+    csv.write_text("input,true,predicted,wrong\nhello,ham,spam,True\n")
+    link = app_files.signed_path("secret", run_id, "predictions.csv")
+    q = {k: v[0] for k, v in parse_qs(urlsplit(link).query).items()}
+    assert app_files.checked_file("secret", tmp_path, run_id, "predictions.csv", q["exp"], q["sig"]) == csv
+    assert app_files.checked_file("other secret", tmp_path, run_id, "predictions.csv", q["exp"], q["sig"])[0] == 403
+    assert app_files.checked_file("secret", tmp_path, run_id, "report.json", q["exp"], q["sig"])[0] == 403
+    with pytest.raises(ValueError):
+        app_files.signed_path("secret", run_id, "report.json")  # only the listed run files get a link

@@ -1,14 +1,23 @@
 #!/usr/bin/env python3
-"""Predict labels with this bundle. Needs only: onnxruntime (>= 1.23, for opset 23), tokenizers, numpy.
+"""Predict with this bundle. Needs only: onnxruntime (>= 1.23, for opset 23), tokenizers, numpy.
 
     python predict.py "first text" "second text"
     python predict.py --csv data.csv [--column text] [--output predictions.csv]
+    python predict.py "a premise" --text-pair "a hypothesis"             # models of text pairs
+    python predict.py --csv pairs.csv [--column premise --pair-column hypothesis] [--output predictions.csv]
 
-Prints one line per text: label, probability, text (or writes a CSV with every class probability and an
-``error`` column). An empty (or whitespace-only) text on the command line is refused (exit code 2), as in the
-app; an empty CSV row is not scored: its label and probabilities stay empty and its error reads "empty text".
+What a prediction is depends on the task (config.json "task", see postprocess.py): single-label: the label and its
+probability; multi-label: the set of labels whose probability reaches its threshold, with every label's
+probability; regression: the number, in the target's units. Prints one tab-separated line per text: the
+prediction, its probability (multi-label: those of the chosen labels; regression: none), the text(s); or writes a
+CSV: the inputs, the prediction, every label's probability (not for regression), an ``error`` column.
+A pair model takes pairs: one text plus ``--text-pair`` on the command line, or two CSV columns (by default the
+training file's column names, from config.json). An empty (or whitespace-only) text on the command line is refused
+(exit code 2), as in the app; an empty CSV row (either text of a pair) is not scored: its prediction and
+probabilities stay empty and its error reads "empty text".
 Files read from this folder: model.onnx (its precision, fp32 or int8, is in config.json), tokenizer.json,
-config.json. CSV input may be UTF-8 (with or without BOM) or Windows-1252, delimited by , ; TAB or |.
+config.json, postprocess.py. CSV input may be UTF-8 (with or without BOM) or Windows-1252, delimited by , ; TAB
+or |.
 """
 import argparse
 import csv
@@ -24,6 +33,9 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # postprocess.py sits beside this file (also when run with runpy or from elsewhere)
+import postprocess  # noqa: E402
+from postprocess import safe_cell  # noqa: E402
 
 
 #: most padded tokens per ONNX Runtime call: small batches of similar length keep the activations in cache
@@ -44,8 +56,12 @@ def _cores():
 
 
 class Predictor:
-    """Tokenize, sort by length, pad per batch, run ONNX Runtime, softmax.
-    ``predict(texts) -> (label ids int64 [n], probabilities float32 [n, K])``, rows in input order.
+    """Tokenize, sort by length, pad per batch, run ONNX Runtime, then the task's post-processing.
+    ``logits(items) -> float32 [n, num_labels]`` and ``predict(items) -> (predictions, probabilities)`` (see
+    postprocess.py: single-label: label ids int64 [n] and softmax [n, K]; multi-label: 0/1 decisions [n, K] and
+    sigmoids [n, K]; regression: values [n] and None), rows in input order. ``items``: texts, or (text,
+    text_pair) tuples for a pair model, encoded as one sequence pair (truncated longest-first to max_length, as
+    in training).
 
     One batch (a single text, a short list) runs on ``session``, whose operators use every core. Several batches
     run side by side on ``workers`` threads, each batch on one core (a second session with one intra-op thread,
@@ -56,6 +72,7 @@ class Predictor:
         folder = Path(folder)
         self.config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         self.labels = [self.config["id2label"][str(i)] for i in range(len(self.config["id2label"]))]
+        self.post = postprocess.for_config(self.config)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=self.config["max_length"])
         self.tokenizer.no_padding()  # padded per batch below, to that batch's longest text
@@ -83,11 +100,11 @@ class Predictor:
         arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         return session.run(["logits"], {n: arrays[n] for n in self.input_names})[0]
 
-    def predict(self, texts, batch_size=64, max_tokens=MAX_TOKENS):
-        """Batches hold texts of similar token count (longest first), at most ``batch_size`` texts and about
-        ``max_tokens`` padded tokens (one text at least)."""
-        texts = [str(t) for t in texts]
-        enc = self.tokenizer.encode_batch(texts)
+    def logits(self, items, batch_size=64, max_tokens=MAX_TOKENS):
+        """Batches hold rows of similar token count (longest first), at most ``batch_size`` rows and about
+        ``max_tokens`` padded tokens (one row at least)."""
+        items = [(str(i[0]), str(i[1])) if isinstance(i, (tuple, list)) else str(i) for i in items]
+        enc = self.tokenizer.encode_batch(items)
         lengths = np.array([len(e.ids) for e in enc], dtype=np.int64)
         order = np.argsort(-lengths, kind="stable")
         batches, start = [], 0
@@ -96,7 +113,7 @@ class Predictor:
             idx = order[start:start + max(1, min(batch_size, max_tokens // width))]
             batches.append((idx, width))
             start += len(idx)
-        logits = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        logits = np.zeros((len(items), len(self.labels)), dtype=np.float32)
         if len(batches) == 1 or self.workers == 1:
             for idx, width in batches:
                 logits[idx] = self._run(self.session, [enc[j] for j in idx], width)
@@ -110,9 +127,11 @@ class Predictor:
             with ThreadPoolExecutor(self.workers) as pool:
                 for (idx, _), out in zip(batches, pool.map(one, batches)):
                     logits[idx] = out
-        z = np.exp(logits - logits.max(-1, keepdims=True))
-        probs = z / z.sum(-1, keepdims=True)
-        return probs.argmax(-1), probs
+        return logits
+
+    def predict(self, items, batch_size=64, max_tokens=MAX_TOKENS):
+        """``(predictions, probabilities)`` of the task (see the class doc), rows in input order."""
+        return self.post.decide(self.logits(items, batch_size, max_tokens))
 
 
 def _arg_text(arg):
@@ -125,62 +144,82 @@ def _arg_text(arg):
         return raw.decode("cp1252", errors="replace")
 
 
-def _safe_cell(value):
-    """Neutralise spreadsheet formulas in CSV output (cells starting with = + - @)."""
-    s = str(value)
-    return "'" + s if s[:1] in ("=", "+", "-", "@") else s
-
-
-def main(argv=None):
+def _parse(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("texts", nargs="*", help="texts to classify")
-    ap.add_argument("--csv", help="CSV file with a text column")
+    ap.add_argument("texts", nargs="*", help="texts to score (a pair model: one text, with --text-pair)")
+    ap.add_argument("--text-pair", help="pair models: the second text of the one pair given on the command line")
+    ap.add_argument("--csv", help="CSV file with a text column (pair models: two text columns)")
     ap.add_argument("--column", default=None, help="text column of --csv (default: from config, else 'text')")
+    ap.add_argument("--pair-column", default=None,
+                    help="pair models: second text column of --csv (default: from config, else 'text_pair')")
     ap.add_argument("--output", help="write predictions to this CSV instead of printing")
     ap.add_argument("--model", default="model.onnx", help="ONNX file in this folder (default model.onnx)")
-    args = ap.parse_args(argv)
+    return ap, ap.parse_args(argv)
+
+
+def _command_line_items(ap, args, pairs):
+    """The texts (pairs) given as arguments; exits with one line on an empty text or a pair misuse."""
     texts = [_arg_text(t) for t in args.texts]
+    if args.text_pair is not None:
+        if not pairs:
+            ap.error("--text-pair is for models of text pairs; this model scores single texts")
+        if len(texts) != 1:
+            ap.error(f"--text-pair pairs with exactly one text; {len(texts)} given")
+        texts.append(_arg_text(args.text_pair))
+    elif texts and pairs:
+        ap.error("this model scores text pairs: give one text and --text-pair TEXT, or --csv FILE")
     empty = [n for n, t in enumerate(texts, 1) if not t.strip()]
     if empty:
         print(f"error: text {empty[0]} of {len(texts)} on the command line is empty; give a text with at least "
               "one non-space character", file=sys.stderr)
         sys.exit(2)
+    return [tuple(texts)] if args.text_pair is not None else texts
+
+
+def main(argv=None):
+    ap, args = _parse(argv)
+    config = _config()
+    pairs = bool((config.get("task") or {}).get("text_pair_column"))
+    items = _command_line_items(ap, args, pairs)
     if args.csv:
-        texts += _read_csv_column(args.csv, args.column)
-    if not texts:
+        items += _read_csv_items(args.csv, args.column, args.pair_column, config, pairs)
+    if not items:
         ap.error("give texts as arguments or --csv FILE")
     if not (HERE / args.model).is_file():
         sys.exit(f"error: no model file {args.model!r} in {HERE}")
-    pred = Predictor(HERE, args.model)
-    scored = [n for n, t in enumerate(texts) if t.strip()]  # empty CSV rows are flagged, not scored
-    ids, probs = pred.predict([texts[n] for n in scored]) if scored else ([], [])
-    results = dict(zip(scored, zip(ids, probs)))
+    try:
+        pred = Predictor(HERE, args.model)
+    except ValueError as e:  # a task kind this script does not know
+        sys.exit(f"error: {e}")
+    post, parts = pred.post, (lambda item: list(item) if pairs else [item])
+    scored = [n for n, t in enumerate(items) if all(p.strip() for p in parts(t))]  # empty rows: flagged
+    if scored:
+        decisions, probs = pred.predict([items[n] for n in scored])
+        results = {n: (decisions[i], None if probs is None else probs[i]) for i, n in enumerate(scored)}
+    else:
+        results = {}
     if args.output:
+        inputs = ["text", "text_pair"] if pairs else ["text"]
         with open(args.output, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["text", "label", "probability"] + [f"p_{name}" for name in pred.labels] + ["error"])
-            for n, t in enumerate(texts):
-                if n not in results:
-                    w.writerow([_safe_cell(t), "", ""] + [""] * len(pred.labels) + ["empty text"])
-                    continue
-                i, p = results[n]
-                w.writerow([_safe_cell(t), _safe_cell(pred.labels[i]), f"{p[i]:.6f}"] + [f"{x:.6f}" for x in p]
-                           + [""])
-        flagged = len(texts) - len(scored)
-        print(f"wrote {len(texts)} rows to {args.output}: {len(scored)} predictions"
+            w.writerow(inputs + post.header() + ["error"])
+            for n, t in enumerate(items):
+                cells = post.cells(*results[n]) if n in results else [""] * len(post.header())
+                w.writerow([safe_cell(x) for x in parts(t)] + cells + ["" if n in results else "empty text"])
+        flagged = len(items) - len(scored)
+        print(f"wrote {len(items)} rows to {args.output}: {len(scored)} predictions"
               + (f", {flagged} empty text(s) flagged in the error column, not scored" if flagged else ""),
               file=sys.stderr)
     else:
-        for n, t in enumerate(texts):
-            if n not in results:
-                print(f"-\t-\t{t}\t(error: empty text, not scored)")
-                continue
-            i, p = results[n]
-            print(f"{pred.labels[i]}\t{p[i]:.4f}\t{t}")
+        for n, t in enumerate(items):
+            shown = "\t".join(parts(t))
+            print(f"{post.line(*results[n])}\t{shown}" if n in results else
+                  f"-\t-\t{shown}\t(error: empty text, not scored)")
 
 
-def _read_csv_column(path, column):
-    """Texts of one column of a CSV file; exits with one line on a missing file, column or unreadable text."""
+def _read_csv_items(path, column, pair_column, config, pairs):
+    """Texts of one CSV column, or (text, text_pair) tuples of two for a pair model; exits with one line on a
+    missing file, column or unreadable text."""
     try:
         raw = open(path, "rb").read()
     except OSError as e:
@@ -195,19 +234,28 @@ def _read_csv_column(path, column):
     rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
     if not rows:
         sys.exit(f"error: {path} has no data rows")
-    wanted = [column] if column else [_config_text_column(), "text"]
-    col = next((c for c in wanted if c in rows[0]), None)
-    if col is None:
-        sys.exit(f"error: {path} has no column {' or '.join(repr(c) for c in wanted)}; its columns are "
-                 f"{list(rows[0])}; pass --column NAME")
-    return [r[col] or "" for r in rows]
+    task = config.get("task") or {}
+    wanted = [("--column", [column] if column else [task.get("text_column") or "text", "text"])]
+    if pairs:
+        wanted.append(("--pair-column", [pair_column] if pair_column else
+                       [task.get("text_pair_column") or "text_pair", "text_pair"]))
+    cols = []
+    for flag, names in wanted:
+        col = next((c for c in names if c in rows[0]), None)
+        if col is None:
+            sys.exit(f"error: {path} has no column {' or '.join(repr(c) for c in dict.fromkeys(names))}; its "
+                     f"columns are {list(rows[0])}; pass {flag} NAME")
+        cols.append(col)
+    if pairs:
+        return [(r[cols[0]] or "", r[cols[1]] or "") for r in rows]
+    return [r[cols[0]] or "" for r in rows]
 
 
-def _config_text_column():
+def _config():
     try:
-        return json.loads((HERE / "config.json").read_text(encoding="utf-8"))["task"]["text_column"]
-    except (OSError, KeyError, ValueError):
-        return "text"
+        return json.loads((HERE / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 if __name__ == "__main__":

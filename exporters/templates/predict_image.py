@@ -1,8 +1,13 @@
-"""Classify images with this bundle's ONNX model. Needs only: pip install onnxruntime numpy Pillow
+"""Predict with this bundle's ONNX image model. Needs only: pip install onnxruntime numpy Pillow
 
-    python predict.py photo1.jpg photo2.png          # label and confidence per image
+    python predict.py photo1.jpg photo2.png          # the prediction per image
     python predict.py images/ --top-k 3              # every image under a folder (recursively)
     python predict.py images/ --output predictions.csv
+
+What a prediction is depends on the task (config.json "task", see postprocess.py): single-label: the label and its
+confidence (``--top-k``: the k most probable labels; CSV columns path, label, confidence, label_2, confidence_2...);
+multi-label: the labels whose probability reaches its threshold and their probabilities (CSV: path, labels, then
+p_<label> for every label); regression: the number in the target's units (CSV: path, prediction).
 
 Preprocessing (from config.json "preprocessing", the same steps as in training): open with Pillow, apply EXIF
 rotation, scale 16-bit grayscale to 8 bits (value >> 8), composite transparency on white, convert to RGB,
@@ -22,6 +27,9 @@ import onnxruntime as ort
 from PIL import Image, ImageOps
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # postprocess.py sits beside this file (also when run with runpy or from elsewhere)
+import postprocess  # noqa: E402
+from postprocess import safe_cell  # noqa: E402
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_PIXELS = 40_000_000  # Pillow's decompression-bomb guard
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # Pillow modes of 16-bit grayscale images
@@ -53,6 +61,7 @@ class Classifier:
         self.mean = np.asarray(pre["image_mean"], np.float32)
         self.std = np.asarray(pre["image_std"], np.float32)
         self.labels = [self.config["id2label"][str(i)] for i in range(len(self.config["id2label"]))]
+        self.post = postprocess.for_config(self.config)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
@@ -72,14 +81,8 @@ class Classifier:
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
 
     def probabilities(self, paths: list[Path]) -> np.ndarray:
-        z = self.logits(paths)
-        e = np.exp(z - z.max(-1, keepdims=True))
-        return e / e.sum(-1, keepdims=True)
-
-
-def safe_cell(text: str) -> str:
-    """Neutralise spreadsheet formulas (a cell starting with = + - @ gets a leading apostrophe)."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+        """Softmax over the logits: float64 [n, num_labels] (single-label models)."""
+        return postprocess.softmax(self.logits(paths))
 
 
 def collect(args: list[str]) -> tuple[list[Path], list[str]]:
@@ -121,10 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     if not good:
         print("error: no readable images", file=sys.stderr)
         return 2
-    probs = clf.probabilities(good)
+    if clf.post.ranks:
+        _write_top_k(clf, good, args)
+    else:
+        _write_predictions(clf, good, args)
+    return 1 if (bad or problems) else 0
+
+
+def _write_top_k(clf: Classifier, paths: list[Path], args) -> None:
+    """Single-label: the ``--top-k`` most probable labels of each image, printed or as CSV."""
+    probs = clf.probabilities(paths)
     k = max(1, min(args.top_k, len(clf.labels)))
     rows = []
-    for p, row in zip(good, probs):
+    for p, row in zip(paths, probs):
         top = np.argsort(-row)[:k]
         rows.append((str(p), [(clf.labels[j], float(row[j])) for j in top]))
     if args.output:
@@ -138,7 +150,22 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for path, top in rows:
             print(path + "\t" + "\t".join(f"{label} {conf:.4f}" for label, conf in top))
-    return 1 if (bad or problems) else 0
+
+
+def _write_predictions(clf: Classifier, paths: list[Path], args) -> None:
+    """Multi-label and regression: the task's prediction of each image (postprocess.py), printed or as CSV."""
+    decisions, probs = clf.post.decide(clf.logits(paths))
+    rows = [(str(p), decisions[i], None if probs is None else probs[i]) for i, p in enumerate(paths)]
+    if args.output:
+        with open(args.output, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["path"] + clf.post.header())
+            for path, pred, prob in rows:
+                w.writerow([safe_cell(path)] + clf.post.cells(pred, prob))
+        print(f"wrote {len(rows)} predictions to {args.output}")
+    else:
+        for path, pred, prob in rows:
+            print(path + "\t" + clf.post.line(pred, prob))
 
 
 if __name__ == "__main__":

@@ -368,10 +368,10 @@ class JobManager(CleanupMixin):
         return run
 
     def export(self, token: str, run_id: str, callbacks=()):
-        """Export the run to ONNX, check parity, build the bundle (see ``pipeline.export_run``; ``callbacks``
-        get its "phase" events); the bundle path is recorded on the run. Raises JobError (see :meth:`run`),
-        ExportError or NonFiniteError."""
-        from ..pipeline import export_run
+        """Export the run to ONNX, check parity, build the bundle (see ``exporters.run_export.export_run``;
+        ``callbacks`` get its "phase" events); the bundle path is recorded on the run. Raises JobError (see
+        :meth:`run`), ExportError or NonFiniteError."""
+        from exporters.run_export import export_run
 
         self.get(token, run_id)
         with self._lock:

@@ -38,14 +38,23 @@ class Objective:
 
 @dataclass
 class Int8Verdict:
-    """How the int8 model scores against fp32 on the held-out rows, in the kind's gate metric."""
+    """How the int8 model scores against fp32 on the held-out rows, in the kind's gate metric.
+
+    Attributes:
+        agreement: share of rows (0..1) where int8 gives what ``agreement_means`` says ("the same label as fp32";
+            "the same label set as fp32"; "a value within 5 % of the target's standard deviation of fp32's").
+        unit: how the change is stated: "pt" (percentage points of a share such as accuracy or F1) or "%"
+            (percent of fp32's value, for errors such as RMSE).
+    """
 
     metric: str
     fp32: float
     int8: float
-    agreement: float  # share of rows where both give the same prediction
+    agreement: float
     limit: str  # the rule, in words
     acceptable: bool
+    unit: str = "pt"
+    agreement_means: str = "the same label as fp32"
 
 
 class TaskKind:

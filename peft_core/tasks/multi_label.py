@@ -3,9 +3,9 @@
 Targets: multi-hot float32 [n, num_labels] (the prepared ``label`` column holds 0/1 lists). Loss:
 ``BCEWithLogitsLoss``, optionally with per-label ``pos_weight = negatives / positives`` of the training split
 (PyTorch's documented use of ``pos_weight``). Validation during training scores micro-F1 at threshold 0.5 (what
-best-epoch selection follows). After training, each label gets its own decision threshold: the one maximising that
-label's F1 on the validation split (halfway between the chosen probability and the next lower one), 0.5 for a label
-with no validation positive. Held-out metrics: micro-, macro- (over labels with a positive in the split) and
+best-epoch selection follows). After training, each label gets a decision threshold tuned on the validation split
+(:func:`tune_thresholds`): its own F1-best one when it has at least 5 validation positives, a shared micro-F1-best one
+when it has fewer, 0.5 when it has none. Held-out metrics: micro-, macro- (over labels with a positive in the split) and
 samples-F1 (scikit-learn, ``zero_division=1``: a row with no true and no predicted label counts as right), subset
 accuracy, Hamming loss, per-label precision / recall / F1 / support / threshold. Baseline: every label present in
 more than half the training rows, else the single most frequent label, predicted for every row. int8 gate:
@@ -34,25 +34,38 @@ def multi_hot(values: Sequence, k: int | None = None) -> np.ndarray:
     return arr.reshape(len(arr), -1 if len(arr) else (k or 0))
 
 
-def tune_thresholds(y: np.ndarray, probs: np.ndarray) -> list[float]:
-    """Per-label threshold maximising that label's F1 on (y int [n, k], probs float [n, k]); 0.5 for labels with no
-    positive in ``y``. A row is positive when its probability >= the threshold."""
-    out = []
-    for j in range(y.shape[1]):
-        pos = int(y[:, j].sum())
-        if pos == 0:
-            out.append(0.5)
-            continue
-        order = np.argsort(-probs[:, j], kind="stable")
-        p, t = probs[order, j], y[order, j]
-        tp = np.cumsum(t)
-        k = np.arange(1, len(p) + 1)  # predicted positives when cutting after each row
-        f1 = 2 * tp / (k + pos)
-        last = np.r_[p[1:] != p[:-1], True]  # only cut between distinct probabilities
-        best = int(np.flatnonzero(last)[np.argmax(f1[last])])
-        lower = p[best + 1] if best + 1 < len(p) else 0.0
-        out.append(float(np.clip((p[best] + lower) / 2, 1e-6, 1 - 1e-6)))
-    return out
+MIN_POSITIVES = 5  # a label needs this many validation positives for a threshold of its own
+THRESHOLD_RANGE = (0.05, 0.95)
+
+
+def _best_cut(y: np.ndarray, p: np.ndarray) -> float:
+    """The probability cut maximising F1 of (y int [n], p float [n]): halfway between the last probability taken
+    as positive and the next lower one, so that ``p >= cut`` reproduces the choice."""
+    order = np.argsort(-p, kind="stable")
+    p, t = p[order], y[order]
+    f1 = 2 * np.cumsum(t) / (np.arange(1, len(p) + 1) + t.sum())
+    last = np.r_[p[1:] != p[:-1], True]  # only cut between distinct probabilities
+    best = int(np.flatnonzero(last)[np.argmax(f1[last])])
+    lower = p[best + 1] if best + 1 < len(p) else 0.0
+    return float((p[best] + lower) / 2)
+
+
+def tune_thresholds(y: np.ndarray, probs: np.ndarray, min_positives: int = MIN_POSITIVES) -> list[float]:
+    """Per-label decision thresholds from a validation split (y int [n, k], probs float [n, k]); a row is
+    positive for label j when ``probs[:, j] >= threshold[j]``.
+
+    * a label with at least ``min_positives`` positives: the threshold maximising its own F1;
+    * a label with 1 .. min_positives-1 positives: one shared threshold, the one maximising micro-F1 over all
+      labels together (a handful of rows cannot place a cut of their own: tuned on 2 positives a threshold lands
+      wherever those 2 happen to score);
+    * a label with no positive: 0.5.
+    Every tuned threshold is clipped to :data:`THRESHOLD_RANGE`.
+    """
+    lo, hi = THRESHOLD_RANGE
+    pos = y.sum(0)
+    shared = float(np.clip(_best_cut(y.ravel(), probs.ravel()), lo, hi)) if pos.any() else 0.5
+    return [0.5 if pos[j] == 0 else shared if pos[j] < min_positives else
+            float(np.clip(_best_cut(y[:, j], probs[:, j]), lo, hi)) for j in range(y.shape[1])]
 
 
 @dataclass
@@ -153,7 +166,10 @@ class MultiLabel(TaskKind):
         y = multi_hot(val_values, spec.num_labels)
         spec.thresholds = tune_thresholds(y, sigmoid(val_logits))
         absent = [spec.labels[j] for j in range(spec.num_labels) if not y[:, j].any()]
-        notes = [f"decision thresholds tuned per label on the validation split ({len(y)} rows), each for its own F1"]
+        few = int(((y.sum(0) > 0) & (y.sum(0) < MIN_POSITIVES)).sum())
+        notes = [f"decision thresholds tuned on the validation split ({len(y)} rows): per label for its own F1"
+                 + (f"; {few} label(s) with fewer than {MIN_POSITIVES} validation positives share the micro-F1-best "
+                    "threshold" if few else "")]
         if absent:
             notes.append(f"{len(absent)} label(s) have no validation positive and keep threshold 0.5: "
                          + ", ".join(map(repr, absent[:10])) + (", ..." if len(absent) > 10 else ""))
@@ -218,7 +234,7 @@ class MultiLabel(TaskKind):
         int8 = float(f1_score(y, b, average="micro", zero_division=0))
         return Int8Verdict("micro-F1", fp32, int8, float((a == b).all(1).mean()),
                            f"micro-F1 within {100 * INT8_MAX_MICRO_F1_DROP:g} point of fp32",
-                           fp32 - int8 <= INT8_MAX_MICRO_F1_DROP + 1e-12)
+                           fp32 - int8 <= INT8_MAX_MICRO_F1_DROP + 1e-12, "pt", "the same label set as fp32")
 
 
 def plot_per_label(report: MultiLabelReport, path) -> Path:

@@ -1,0 +1,124 @@
+"""Turn this bundle's logits into the task's predictions. Needs only numpy. Used by predict.py.
+
+The task is config.json's "task" entry: ``kind`` (single_label, multi_label or regression), ``id2label``,
+``thresholds`` (multi-label), ``target_mean`` / ``target_std`` (regression). Per kind:
+
+* single_label: softmax over the logits; the prediction is the most probable label.
+* multi_label: one sigmoid per label; the prediction is every label whose probability >= its threshold (tuned on
+  the validation split; 0.5 when none was tuned), possibly none.
+* regression: one logit; the prediction is ``logit * target_std + target_mean``, in the target's own units.
+
+Bundles written before task kinds (no "kind", or "text-classification" / "image-classification") are single-label.
+"""
+import numpy as np
+
+
+def softmax(logits):
+    """Row-wise softmax: float64 [n, k], rows sum to 1."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(-1, keepdims=True))
+    return z / z.sum(-1, keepdims=True)
+
+
+def sigmoid(logits):
+    """Element-wise logistic function: float64, same shape."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+
+def safe_cell(text):
+    """Neutralise spreadsheet formulas in CSV output (a cell starting with = + - @ gets a leading apostrophe)."""
+    s = str(text)
+    return "'" + s if s[:1] in ("=", "+", "-", "@") else s
+
+
+class SingleLabel:
+    """``decide(logits) -> (label ids int64 [n], probabilities float64 [n, k])``."""
+
+    ranks = True  # a prediction is one label out of a ranking, so "top k" labels make sense
+
+    def __init__(self, task, labels):
+        self.labels = labels
+
+    def decide(self, logits):
+        probs = softmax(logits)
+        return probs.argmax(-1), probs
+
+    def header(self):
+        """CSV columns of one prediction (``cells`` gives their values, label names made formula-safe)."""
+        return ["label", "probability"] + [f"p_{name}" for name in self.labels]
+
+    def cells(self, pred, probs):
+        return [safe_cell(self.labels[pred]), f"{probs[pred]:.6f}"] + [f"{p:.6f}" for p in probs]
+
+    def line(self, pred, probs):
+        """Printed: label, its probability."""
+        return f"{self.labels[pred]}\t{probs[pred]:.4f}"
+
+
+class MultiLabel:
+    """``decide(logits) -> (decisions int 0/1 [n, k], probabilities float64 [n, k])``."""
+
+    ranks = False
+
+    def __init__(self, task, labels):
+        self.labels = labels
+        self.thresholds = np.asarray(task.get("thresholds") or [0.5] * len(labels), dtype=np.float64)
+
+    def decide(self, logits):
+        probs = sigmoid(logits)
+        return (probs >= self.thresholds).astype(np.int64), probs
+
+    def chosen(self, pred):
+        return [self.labels[j] for j in np.flatnonzero(pred)]
+
+    def header(self):
+        return ["labels"] + [f"p_{name}" for name in self.labels]
+
+    def cells(self, pred, probs):
+        return [safe_cell("; ".join(self.chosen(pred)))] + [f"{p:.6f}" for p in probs]
+
+    def line(self, pred, probs):
+        """Printed: the labels ("(none)" when no label passes its threshold), then their probabilities."""
+        names = self.chosen(pred)
+        shown = "; ".join(f"{probs[j]:.4f}" for j in np.flatnonzero(pred))
+        return f"{'; '.join(names) or '(none)'}\t{shown or '-'}"
+
+
+class Regression:
+    """``decide(logits) -> (values float64 [n] in the target's units, None)``."""
+
+    ranks = False
+
+    def __init__(self, task, labels):
+        self.target = labels[0]
+        self.mean = float(task.get("target_mean") or 0.0)
+        self.std = float(task.get("target_std") or 1.0)
+
+    def decide(self, logits):
+        return np.asarray(logits, dtype=np.float64)[:, 0] * self.std + self.mean, None
+
+    def header(self):
+        return ["prediction"]
+
+    def cells(self, pred, probs):
+        return [f"{pred:.6f}"]
+
+    def line(self, pred, probs):
+        """Printed: the predicted value."""
+        return f"{pred:.4f}"
+
+
+KINDS = {"single_label": SingleLabel, "multi_label": MultiLabel, "regression": Regression}
+
+
+def for_config(config):
+    """The post-processor of a bundle config (see the module doc).
+    Raises:
+        ValueError: a task kind this script does not know (a newer bundle format)."""
+    task = config.get("task") or {}
+    kind = str(task.get("kind") or "single_label").replace("-", "_")
+    kind = "single_label" if kind in ("text_classification", "image_classification") else kind
+    if kind not in KINDS:
+        raise ValueError(f"task kind {kind!r} is not one this predict.py knows ({', '.join(KINDS)})")
+    id2label = config["id2label"]
+    return KINDS[kind](task, [id2label[str(i)] for i in range(len(id2label))])
