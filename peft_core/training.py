@@ -212,6 +212,8 @@ def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequ
     labels = {s: kind.targets(spec, splits[s]["label"]) for s in texts}
     objective = kind.objective(spec, labels["train"], cfg.class_weights)
     res = TrainResult(score_name=objective.score_name)
+    if objective.output_bias is not None:
+        _set_output_bias(model, objective.output_bias)
     try:
         if cfg.probe_epochs and _trains_beyond_head(model):
             res.probe = _linear_probe(model, tokenizer, texts, labels, objective, cfg, acc, emit, control)
@@ -229,6 +231,16 @@ def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequ
     emit(ProgressEvent("end", len(res.step_losses), len(res.step_losses),
                        message="cancelled" if res.cancelled else "finished", elapsed_s=res.seconds))
     return res
+
+
+def _set_output_bias(model: nn.Module, bias: list[float]) -> None:
+    """Sets the bias of every output ``nn.Linear`` under the head (with LoRA the head is a peft wrapper holding
+    a trained copy beside the original) to ``bias`` (float, one per output)."""
+    head = getattr(model, "head", None)
+    for m in ([] if head is None else head.modules()):
+        if isinstance(m, nn.Linear) and m.bias is not None and m.out_features == len(bias):
+            with torch.no_grad():
+                m.bias.copy_(torch.as_tensor(bias, dtype=m.bias.dtype))
 
 
 def _trains_beyond_head(model: nn.Module) -> bool:

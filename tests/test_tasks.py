@@ -93,6 +93,26 @@ def test_multi_label_pos_weight_is_negatives_over_positives_and_weights_the_loss
     assert float(obj.loss(logits, t)) > float(plain)  # rare positives weigh more
 
 
+def test_multi_label_head_starts_at_each_labels_training_frequency_and_lora_heads_get_it_too():
+    from peft_core.pipeline import build_model
+    from peft_core.training import _set_output_bias
+
+    y, names = _goemotions_matrix(200)
+    spec = TaskSpec("multi_label", "text", "labels", dict(enumerate(names)))
+    kind = get_task(spec)
+    t = kind.targets(spec, y.tolist())
+    bias = kind.objective(spec, t).output_bias
+    freq = np.clip(y.mean(0), 1e-3, 1 - 1e-3)
+    np.testing.assert_allclose(1 / (1 + np.exp(-np.array(bias))), freq, rtol=1e-5)
+    assert kind.objective(spec, t, class_weights=True).output_bias is None
+    assert get_task("single_label").objective(TaskSpec("single_label", "text", "label", {0: "a", 1: "b"}),
+                                              torch.tensor([0, 1])).output_bias is None
+    model = build_model("minilm", "lora", {}, spec.num_labels)[0]
+    _set_output_bias(model, bias)
+    outs = [m for m in model.head.modules() if isinstance(m, torch.nn.Linear)]
+    assert outs and all(np.allclose(m.bias.detach().numpy(), bias, atol=1e-6) for m in outs)
+
+
 def test_regression_targets_are_standardised_and_predictions_come_back_in_units():
     df = pd.read_csv(EMOBANK)
     y = df["valence"].to_numpy(dtype=float)

@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
-from torch import nn
-
 from ..errors import ConfigError
 from . import head, last_n, lora
+from .common import count_parameters, freeze  # noqa: F401  (public here)
 
 
 @dataclass(frozen=True)
@@ -60,15 +59,3 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ConfigError(f"method {name!r} is unknown; choose one of {', '.join(METHODS)}")
     return METHODS[name]
-
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts; LoRA's frozen base weights count once in total."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return trainable, total
-
-
-def freeze(module: nn.Module) -> None:
-    for p in module.parameters():
-        p.requires_grad_(False)

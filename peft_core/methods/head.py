@@ -23,7 +23,7 @@ class HeadConfig:
 
 def apply(model, config: HeadConfig, spec):
     """Freeze ``model.backbone``; the head stays trainable. Returns the same model."""
-    from . import freeze
+    from .common import freeze
 
     freeze(model.backbone)
     return model

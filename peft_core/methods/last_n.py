@@ -31,7 +31,7 @@ def apply(model, config: LastNConfig, spec):
         ConfigError: ``num_layers`` exceeds the model's layer count.
     """
     from ..models import encoder_layers
-    from . import freeze
+    from .common import freeze
 
     layers = encoder_layers(model.backbone, spec)
     if config.num_layers > len(layers):

@@ -28,12 +28,17 @@ class Objective:
             ``val_loss``, ``val_score`` and the kind's own named metrics.
         score_name: what ``val_score`` is, for people ("macro-F1", "micro-F1", "R²"); higher is better.
         weights: the class / label weights in the loss (None: unweighted), for the report.
+        output_bias: starting bias of the head's output layer, one float per output (None: keep the layer's
+            default init). Multi-label sets it to the training split's log-odds of each label, the "prior
+            probability" initialisation of Lin et al. 2017 (Focal Loss, section 4.1), so that the first steps do
+            not spend themselves pushing every rare label's probability down from 0.5.
     """
 
     loss: Callable
     metrics: Callable
     score_name: str
     weights: list[float] | None = None
+    output_bias: list[float] | None = None
 
 
 @dataclass

@@ -160,7 +160,13 @@ class MultiLabel(TaskKind):
             return {"val_loss": float(loss(logits, y)), "val_micro_f1": micro, "val_macro_f1": macro,
                     "val_score": micro}
 
-        return Objective(loss, metrics, "micro-F1 (at 0.5)", None if pos_weight is None else pos_weight.tolist())
+        prior = None
+        if pos_weight is None:  # with label weights the balanced optimum starts at 0 (the layer's default)
+            p = (train_targets.float().mean(0) if len(train_targets) else torch.zeros(spec.num_labels))
+            p = p.clamp(1e-3, 1 - 1e-3)
+            prior = torch.log(p / (1 - p)).tolist()
+        return Objective(loss, metrics, "micro-F1 (at 0.5)", None if pos_weight is None else pos_weight.tolist(),
+                         output_bias=prior)
 
     def calibrate(self, spec: TaskSpec, val_values, val_logits) -> list[str]:
         y = multi_hot(val_values, spec.num_labels)
