@@ -200,7 +200,8 @@ def use():
                 with gr.Column() as w["text_try_col"]:  # text runs: one box, two for pair runs
                     w["text_in"] = gr.Textbox(label="Text", placeholder="Type a text for the model", lines=2,
                                               elem_id="text-in")
-                    w["text_pair_in"] = gr.Textbox(label="Second text", lines=2, visible=False,
+                    w["text_pair_in"] = gr.Textbox(label="Second text", placeholder="Type the second text of the pair",
+                                                   lines=2, visible=False,
                                                    elem_id="text-pair-in")
                 w["image_in"] = gr.Image(label="Image", type="filepath", image_mode=None,  # the file as uploaded:
                                          sources=["upload", "clipboard"], height=220,  # alpha kept, as in training

@@ -63,7 +63,7 @@ def _multi_label(spec: TaskSpec, logits: np.ndarray) -> TryView:
                           "chosen": ["yes" if name in chosen else "" for name in spec.labels]})
     table = table.sort_values("probability", ascending=False, kind="stable").reset_index(drop=True)
     if chosen:
-        summary = "Predicted labels: " + ", ".join(f"**{name}**" for name in chosen) + \
+        summary = "Predicted labels: " + "; ".join(f"**{name}**" for name in chosen) + \
                   f" ({len(chosen)} of {spec.num_labels} reach their threshold)."
     else:
         top = table.iloc[0]

@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--text-column", help="text column (default: inferred)")
     t.add_argument("--label-column", help="label / target column (default: inferred); several 0/1 columns of a "
                    "one-hot multi-label file: comma-joined names")
-    t.add_argument("--task", choices=[k.replace("_", "-") for k in TASKS] + list(TASKS),
+    kinds = [k.replace("_", "-") for k in TASKS]
+    t.add_argument("--task", choices=list(dict.fromkeys(kinds + list(TASKS))), metavar="{" + ",".join(kinds) + "}",
                    help="task kind (default: inferred from the label column, and said in the data report)")
     t.add_argument("--text-pair-column", help="second text column of a text-pair task (NLI, similarity; default: "
                    "inferred for premise/hypothesis, sentence1/sentence2, question1/question2, text_a/text_b)")
@@ -162,7 +163,7 @@ def _print_results(run, say) -> None:
         f"{', stopped early' if r.stopped_early else ''}{', cancelled with Ctrl-C' if r.cancelled else ''}; "
         f"cache: {r.cache})")
     say("== Evaluation\n" + run.eval_report.to_markdown().replace("**", ""))
-    say(run.eval_report.metrics_table().to_string(index=False))
+    say(run.eval_report.metrics_table().to_string(index=False, na_rep="n/a"))  # NaN: a correlation undefined
     per_class = run.eval_report.per_class_table()
     if 0 < len(per_class) <= 30:
         say(per_class.to_string(index=False))

@@ -134,12 +134,13 @@ class PreparedData:
 
 
 def small_split_warnings(split_sizes: dict[str, int], threshold: int = 100) -> list[str]:
-    """A warning when the held-out test split is small: one example moves accuracy by 1/n, so scores from a few
-    dozen rows are rough (a 95 % interval is about +-1/sqrt(n) wide for accuracies near 0.5)."""
+    """A warning when the held-out test split is small: one example is 1/n of the scores (a share such as accuracy
+    moves by 1/n), so scores from a few dozen rows are rough (a 95 % interval is about +-1/sqrt(n) wide for
+    accuracies near 0.5). Worded for every task kind."""
     n = split_sizes.get("test", 0)
     if 0 < n < threshold:
-        return [f"the held-out test split has only {n} rows: one example moves accuracy by {100 / n:.1f} points, so "
-                "treat the scores as rough; upload more data (or a larger test file) for firmer numbers"]
+        return [f"the held-out test split has only {n} rows: each row is {100 / n:.1f} % of the test scores, so "
+                "treat them as rough; upload more data (or a larger test file) for firmer numbers"]
     return []
 
 

@@ -151,6 +151,16 @@ def binary_column(values: pd.Series) -> bool:
     return bool(text.isin(ONE_HOT_TRUE | ONE_HOT_FALSE).all())
 
 
+def mostly_binary(values: pd.Series, share: float = 0.9) -> bool:
+    """True when at least ``share`` of the cells (missing ones included) are 0 or 1 as :func:`binary_column` reads
+    them, but not all: a one-hot label column with a few wrong cells, which inference keeps among the one-hot
+    columns so that :func:`read_one_hot` names those cells instead of the column silently dropping out."""
+    if values.empty:
+        return False
+    ok = values.map(lambda v: not is_missing(v) and str(v).strip().lower() in ONE_HOT_TRUE | ONE_HOT_FALSE)
+    return bool(share <= ok.mean() < 1)
+
+
 def read_one_hot(frame: pd.DataFrame, columns: list[str], file: str, places: Places) -> list[list[str]]:
     """Label sets from one-hot columns: row -> the names of the columns holding 1, in column order.
 

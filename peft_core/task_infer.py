@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from .errors import DataError
-from .target_cells import SEPARATORS, as_list, binary_column, infer_separator, is_missing, numeric_cells
+from .target_cells import (SEPARATORS, as_list, binary_column, infer_separator, is_missing, mostly_binary,
+                           numeric_cells)
 from .tasks import TASKS
 
 LABEL_NAMES = ("label", "labels", "category", "class", "target", "intent", "sentiment", "y", "tags", "score",
@@ -111,8 +112,8 @@ def _label_columns(frame: pd.DataFrame, label_column: str | None, taken: set) ->
     if named is not None:
         return [named], True
     binary = [c for c in cols if c not in taken and binary_column(frame[c])]
-    if len(binary) >= 2:
-        return binary, True
+    if len(binary) >= 2:  # one-hot columns; one with a few cells other than 0/1 stays, to be named when read
+        return [c for c in cols if c in binary or (c not in taken and mostly_binary(frame[c]))], True
     cands = [(frame[c].nunique(), c) for c in cols if c not in taken and frame[c].nunique() >= 2]
     if not cands:
         raise DataError(f"no label column found among {cols}: name one with at least 2 distinct values")
@@ -167,7 +168,16 @@ def choose_columns(frame: pd.DataFrame, text_column: str | None = None, label_co
         first = next((a for a, b in PAIRS if b == str(pair).lower()), None)
         text_column = {str(c).lower(): c for c in cols}.get(first) if first else None
     labels, inferred = _label_columns(frame, label_column, {c for c in (text_column, pair) if c})
-    text = text_column or _text(frame, set(labels) | {pair})
+    try:
+        text = text_column or _text(frame, set(labels) | {pair})
+    except DataError:
+        if pair is None and not inferred:
+            raise
+        roles = ([f"`{', '.join(labels)}` as the label{' (inferred)' if inferred else ''}"]
+                 + ([f"`{pair}` as the second text"] if pair else []))
+        raise DataError(f"no text column left among {cols} once {' and '.join(roles)} are taken: the file needs a "
+                        "column of strings for the (first) text; name the columns with --text-column, "
+                        "--label-column and --text-pair-column (the app's pickers)") from None
     for used in (text, pair):
         if used in labels:
             raise DataError(f"column {used!r} is chosen both as text and as label; choose different columns")

@@ -49,7 +49,7 @@ def test_two_processes_train_a_multi_label_run_with_one_set_of_thresholds(tmp_pa
     main process alone writes a run whose evaluation covers every held-out row once."""
     sample = ROOT / "examples" / "goemotions_sample.csv"
     out = tmp_path / "run"
-    p = _launch(["--data", str(sample), "--method", "head", "--epochs", "3", "--max-length", "48", "--out", str(out)],
+    p = _launch(["--data", str(sample), "--method", "head", "--epochs", "10", "--max-length", "48", "--out", str(out)],
                 tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.count("== Evaluation") == 1 and "micro-F1" in p.stdout

@@ -124,8 +124,8 @@ def test_bundle_predict_script_reproduces_pytorch_predictions(exported, tmp_path
     want = get_task(spec).predict(spec, run.test_logits)
     assert len(rows) == len(want) and all(r["error"] == "" for r in rows)
     _same(spec, [_reads(r, spec) for r in rows], want)
-    if case.pair:
-        assert [r["text_pair"] for r in rows] == test["text_pair"]
+    if case.pair:  # the input's own columns come back as they are
+        assert [r[case.pair] for r in rows] == test["text_pair"] and list(rows[0])[:2] == [case.text, case.pair]
 
     first = [test["text"][0]] + (["--text-pair", test["text_pair"][0]] if case.pair else [])
     out = subprocess.run([sys.executable, str(folder / "predict.py"), *first], capture_output=True, text=True,
@@ -147,6 +147,30 @@ def test_predict_script_refuses_a_pair_misuse(exported, tmp_path):
                          timeout=120)
     assert out.returncode == 2 and out.stdout == ""
     assert ("scores text pairs" if CASES[name].pair else "scores single texts") in out.stderr
+
+
+def test_predict_csv_keeps_the_inputs_columns_and_names_its_own_apart(exported, tmp_path):
+    """Found by a fresh user: the output CSV replaced the file's true label column with the prediction under the
+    same name and dropped its id column. Now every input column stays and a clashing prediction column is
+    predicted_<name>; a missing column is a user error (exit 2)."""
+    name, run, res = exported
+    case, test = CASES[name], run.data.splits["test"]
+    folder = extract_bundle(res.bundles["fp32"], tmp_path / "bundle")
+    frame = pd.read_csv(EXAMPLES / case.sample).head(4)
+    frame.insert(0, "row_id", [f"row{i}" for i in range(len(frame))])
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    run_without_ml_stack(folder / "predict.py", ["--csv", str(tmp_path / "in.csv"), "--output",
+                                                 str(tmp_path / "out.csv")], tmp_path, timeout=120)
+    out = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
+    assert list(out.columns[:len(frame.columns)]) == list(frame.columns)
+    assert out["row_id"].tolist() == frame["row_id"].tolist()
+    assert out[case.label].tolist() == frame[case.label].astype(str).tolist()  # the truth is kept
+    clash = {"single_label": "predicted_label", "multi_label": "predicted_labels", "regression": "prediction"}
+    assert clash[case.task] in out.columns and (out["error"] == "").all()
+    flag = ["--pair-column", "nope"] if case.pair else ["--column", "nope"]
+    p = subprocess.run([sys.executable, str(folder / "predict.py"), "--csv", str(tmp_path / "in.csv"), *flag],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "has no column 'nope'" in p.stderr and len(test) > 0
 
 
 def test_model_card_reports_the_kinds_metrics(exported):

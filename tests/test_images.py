@@ -59,7 +59,7 @@ def test_image_folder_zip_is_split_stratified_and_reported(tmp_path):
     assert data.report.split_sizes == {"train": 210, "validation": 30, "test": 60}
     assert all(c == {"train": 21, "validation": 3, "test": 6} for c in data.report.class_counts.values())
     assert "**300** images read" in data.report.to_markdown()
-    assert any("held-out test split has only 60 rows: one example moves accuracy by 1.7 points" in w
+    assert any("held-out test split has only 60 rows: each row is 1.7 % of the test scores" in w
                for w in data.report.warnings)
     first = data.splits["train"]["image"][0]
     assert Path(first).is_file() and Path(first).resolve().is_relative_to((tmp_path / "x").resolve())

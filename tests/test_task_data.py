@@ -309,6 +309,17 @@ def test_one_hot_columns_that_are_not_0_or_1_are_refused_with_their_lines(tmp_pa
                             "sadness, surprise")
 
 
+def test_an_inferred_one_hot_column_with_a_wrong_cell_is_named_not_dropped(tmp_path):
+    """Found by a fresh user: a 2 in one of six inferred one-hot columns made that label vanish without a word."""
+    frame = _one_hot(_read(GO)).astype(str)
+    frame.loc[5, "joy"] = "2"
+    path = tmp_path / "onehot.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"one-hot label column 'joy' must hold only 0 or 1, but 1 cell\(s\) do not: "
+                                        r"line 7 \('2'\)"):
+        prepare_data(path)
+
+
 def test_contradicting_choices_are_refused():
     with pytest.raises(DataError, match=r"column 'label' is a numeric target \(regression\), but 1200 of its 1200"):
         prepare_data(SNLI, task="regression")
@@ -387,3 +398,11 @@ def test_a_test_zip_with_metadata_is_the_test_split_and_folder_zips_refuse_other
                                         r"the regression task cannot apply; for multi-label or regression add a "
                                         r"metadata\.csv"):
         prepare_data(EX / "mnist_digits.zip", task="regression", extract_dir=tmp_path / "y")
+
+
+def test_a_pair_column_that_leaves_no_text_says_which_columns_took_what(tmp_path):
+    """Found by a fresh user: naming the label column as the second text gave "no text column found among
+    ['label', 'text']", though the file has `text`: the message now says which column became what."""
+    with pytest.raises(DataError, match=r"no text column left among \['label', 'text'\] once `text` as the label "
+                                        r"\(inferred\) and `label` as the second text are taken.*--text-column"):
+        prepare_data(EX / "sms_spam.csv", text_pair_column="label")

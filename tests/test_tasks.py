@@ -40,7 +40,7 @@ def test_old_task_specs_still_load():
 
 
 def test_tuned_thresholds_give_each_label_its_best_f1_on_real_label_sets():
-    """On GoEmotions label sets with noisy scores: a label with 5+ positives gets a threshold no observed
+    """On GoEmotions label sets with noisy scores: a label with MIN_POSITIVES+ positives gets a threshold no observed
     probability beats for its F1 (within the allowed range); rarer labels share the micro-F1-best threshold;
     labels absent from the split keep 0.5."""
     from sklearn.metrics import f1_score

@@ -460,7 +460,7 @@ def test_history_compare_and_status_use_each_runs_own_score():
     assert [t for t, _ in task_choices()][1:] == [k.title for k in TASKS.values()]
     ml = job("finished", started=1.0, finished=9.0, results={
         "task": "multi_label", "score_name": "micro-F1", "score": 0.41, "baseline_score": 0.3, "accuracy": None,
-        "best_val_score": 0.38, "val_score_name": "micro-F1 (at 0.5)", "best_epoch": 3, "epochs_run": 3})
+        "best_val_score": 0.38, "val_score_name": "micro-AP", "best_epoch": 3, "epochs_run": 3})
     reg = dataclasses.replace(ml, id="cd" * 16, results={
         "task": "regression", "score_name": "RMSE", "score": 1.2, "baseline_score": 1.49, "best_val_score": 0.31,
         "val_score_name": "R²", "best_epoch": 2, "epochs_run": 3})

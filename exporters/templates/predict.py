@@ -10,7 +10,9 @@ What a prediction is depends on the task (config.json "task", see postprocess.py
 probability; multi-label: the set of labels whose probability reaches its threshold, with every label's
 probability; regression: the number, in the target's units. Prints one tab-separated line per text: the
 prediction, its probability (multi-label: those of the chosen labels; regression: none), the text(s); or writes a
-CSV: the inputs, the prediction, every label's probability (not for regression), an ``error`` column.
+CSV: the input CSV's own columns as they are (or ``text`` / ``text_pair`` for texts given as arguments), the
+prediction, every label's probability (not for regression), an ``error`` column; a prediction column whose name
+the input already has (its true ``label``) is written as ``predicted_<name>``.
 A pair model takes pairs: one text plus ``--text-pair`` on the command line, or two CSV columns (by default the
 training file's column names, from config.json). An empty (or whitespace-only) text on the command line is refused
 (exit code 2), as in the app; an empty CSV row (either text of a pair) is not scored: its prediction and
@@ -134,6 +136,12 @@ class Predictor:
         return self.post.decide(self.logits(items, batch_size, max_tokens))
 
 
+def _fail(message):
+    """A user error: one line on stderr, exit code 2 (as argparse's own errors)."""
+    print(message, file=sys.stderr)
+    sys.exit(2)
+
+
 def _arg_text(arg):
     """A command-line text as Python got it (undecodable bytes as surrogates) -> clean text: UTF-8, else
     Windows-1252, as for CSV files."""
@@ -170,9 +178,8 @@ def _command_line_items(ap, args, pairs):
         ap.error("this model scores text pairs: give one text and --text-pair TEXT, or --csv FILE")
     empty = [n for n, t in enumerate(texts, 1) if not t.strip()]
     if empty:
-        print(f"error: text {empty[0]} of {len(texts)} on the command line is empty; give a text with at least "
-              "one non-space character", file=sys.stderr)
-        sys.exit(2)
+        _fail(f"error: text {empty[0]} of {len(texts)} on the command line is empty; give a text with at least "
+              "one non-space character")
     return [tuple(texts)] if args.text_pair is not None else texts
 
 
@@ -181,16 +188,20 @@ def main(argv=None):
     config = _config()
     pairs = bool((config.get("task") or {}).get("text_pair_column"))
     items = _command_line_items(ap, args, pairs)
+    columns = ["text", "text_pair"] if pairs else ["text"]  # the output's input columns
+    records = [dict(zip(columns, list(t) if pairs else [t])) for t in items]
     if args.csv:
-        items += _read_csv_items(args.csv, args.column, args.pair_column, config, pairs)
+        csv_items, rows, columns, used = _read_csv_items(args.csv, args.column, args.pair_column, config, pairs)
+        records = [dict(zip(used, list(t) if pairs else [t])) for t in items] + rows
+        items += csv_items
     if not items:
         ap.error("give texts as arguments or --csv FILE")
     if not (HERE / args.model).is_file():
-        sys.exit(f"error: no model file {args.model!r} in {HERE}")
+        _fail(f"error: no model file {args.model!r} in {HERE}")
     try:
         pred = Predictor(HERE, args.model)
     except ValueError as e:  # a task kind this script does not know
-        sys.exit(f"error: {e}")
+        _fail(f"error: {e}")
     post, parts = pred.post, (lambda item: list(item) if pairs else [item])
     scored = [n for n, t in enumerate(items) if all(p.strip() for p in parts(t))]  # empty rows: flagged
     if scored:
@@ -199,13 +210,16 @@ def main(argv=None):
     else:
         results = {}
     if args.output:
-        inputs = ["text", "text_pair"] if pairs else ["text"]
+        # the input's own columns, all of them and as they are; a prediction column whose name the input already
+        # uses (a CSV that carries its true `label`) is written as predicted_<name>
+        added = [f"predicted_{h}" if h in columns else h for h in post.header() + ["error"]]
         with open(args.output, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(inputs + post.header() + ["error"])
-            for n, t in enumerate(items):
+            w.writerow(columns + added)
+            for n, record in enumerate(records):
                 cells = post.cells(*results[n]) if n in results else [""] * len(post.header())
-                w.writerow([safe_cell(x) for x in parts(t)] + cells + ["" if n in results else "empty text"])
+                w.writerow([safe_cell(record.get(c) or "") for c in columns] + cells
+                           + ["" if n in results else "empty text"])
         flagged = len(items) - len(scored)
         print(f"wrote {len(items)} rows to {args.output}: {len(scored)} predictions"
               + (f", {flagged} empty text(s) flagged in the error column, not scored" if flagged else ""),
@@ -218,12 +232,12 @@ def main(argv=None):
 
 
 def _read_csv_items(path, column, pair_column, config, pairs):
-    """Texts of one CSV column, or (text, text_pair) tuples of two for a pair model; exits with one line on a
-    missing file, column or unreadable text."""
+    """(texts of one CSV column, or (text, text_pair) tuples of two for a pair model; the rows as dicts; the
+    file's columns; the text column(s) used); exits with one line on a missing file, column or unreadable text."""
     try:
         raw = open(path, "rb").read()
     except OSError as e:
-        sys.exit(f"error: cannot read {path}: {e.strerror}")
+        _fail(f"error: cannot read {path}: {e.strerror}")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -233,7 +247,7 @@ def _read_csv_items(path, column, pair_column, config, pairs):
     # csv reads records itself: str.splitlines would also break rows at U+2028, form feeds and U+0085 in a text
     rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
     if not rows:
-        sys.exit(f"error: {path} has no data rows")
+        _fail(f"error: {path} has no data rows")
     task = config.get("task") or {}
     wanted = [("--column", [column] if column else [task.get("text_column") or "text", "text"])]
     if pairs:
@@ -243,12 +257,13 @@ def _read_csv_items(path, column, pair_column, config, pairs):
     for flag, names in wanted:
         col = next((c for c in names if c in rows[0]), None)
         if col is None:
-            sys.exit(f"error: {path} has no column {' or '.join(repr(c) for c in dict.fromkeys(names))}; its "
+            _fail(f"error: {path} has no column {' or '.join(repr(c) for c in dict.fromkeys(names))}; its "
                      f"columns are {list(rows[0])}; pass {flag} NAME")
         cols.append(col)
+    fields = [c for c in rows[0] if c is not None]  # None: cells beyond the header's columns
     if pairs:
-        return [(r[cols[0]] or "", r[cols[1]] or "") for r in rows]
-    return [r[cols[0]] or "" for r in rows]
+        return [(r[cols[0]] or "", r[cols[1]] or "") for r in rows], rows, fields, cols
+    return [r[cols[0]] or "" for r in rows], rows, fields, cols
 
 
 def _config():
