@@ -96,13 +96,13 @@ def _cell(value: str, run_dir: Path) -> str:
 
 def mistakes_frame(table: pd.DataFrame, run_dir: str | Path, rows: int = MISTAKE_ROWS) -> pd.DataFrame:
     """The first ``rows`` rows of a predictions table (worst mistakes first, as the kind sorted them) for the
-    page: inputs clipped (``input`` or ``text_a`` / ``text_b``), true and predicted ("(none)" for an empty label
-    set), the kind's score columns (confidence, labels wrong, error...), and "wrong" as yes / no."""
+    page: inputs clipped (the columns before ``true``: ``input``, or a pair's two texts under the file's column
+    names), true and predicted ("(none)" for an empty label set), the kind's score columns (confidence, labels
+    wrong, error...), and "wrong" as yes / no."""
     run_dir = Path(run_dir)
     out = table.head(rows).copy()
-    for c in ("input", "text_a", "text_b"):
-        if c in out:
-            out[c] = out[c].map(lambda v: _cell(str(v), run_dir))
+    for c in _input_columns(out.columns):
+        out[c] = out[c].map(lambda v: _cell(str(v), run_dir))
     for c in ("true", "predicted"):
         if c in out:
             out[c] = out[c].replace("", "(none)")
@@ -111,13 +111,20 @@ def mistakes_frame(table: pd.DataFrame, run_dir: str | Path, rows: int = MISTAKE
     return out.reset_index(drop=True)
 
 
-WIDTH_WEIGHTS = {"input": 5, "text_a": 3.5, "text_b": 3.5, "true": 2, "predicted": 2}  # other columns: 1
+WIDTH_WEIGHTS = {"true": 2, "predicted": 2}  # the inputs: 7 shared; other columns: 1
+
+
+def _input_columns(columns) -> list:
+    """The input columns of a predictions table: those before ``true`` (see ``tasks.base.input_columns``)."""
+    columns = list(columns)
+    return columns[:columns.index("true")] if "true" in columns else []
 
 
 def column_widths(columns) -> list[str]:
     """Widths ("31.6%"...) of the mistakes table's columns: the texts get most of the row, true and predicted
     (label sets can be long) twice a score column, so every column is on screen with texts wrapped."""
-    weights = [WIDTH_WEIGHTS.get(c, 1) for c in columns]
+    inputs = _input_columns(columns)
+    weights = [(5 if len(inputs) == 1 else 3.5) if c in inputs else WIDTH_WEIGHTS.get(c, 1) for c in columns]
     return [f"{100 * w / sum(weights):.1f}%" for w in weights]
 
 

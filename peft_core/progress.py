@@ -130,7 +130,8 @@ class Progress:
 
 
 VAL_NAMES = {"val_loss": "validation loss", "val_accuracy": "validation accuracy",
-             "val_macro_f1": "validation macro-F1", "val_micro_f1": "validation micro-F1",
+             "val_macro_f1": "validation macro-F1", "val_micro_f1": "validation micro-F1 (at 0.5)",
+             "val_micro_ap": "validation micro-AP",
              "val_rmse": "validation RMSE", "val_r2": "validation R²"}
 PHASE_WORDS = {"preparing": "preparing: reading the data and loading the base model",
                "encoding": "encoding: computing the frozen layers' outputs once for {total:,} rows",

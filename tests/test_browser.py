@@ -443,7 +443,7 @@ def test_a_multi_label_run_and_a_pair_run_train_through_the_page_and_show_their_
     expect(page.locator("#metrics")).not_to_contain_text("micro-F1")  # the single-label table, not the last one
     expect(page.locator("#per-class")).to_contain_text("entailment")
     headers = [h.strip() for h in page.locator("#mistakes th").all_inner_texts()]
-    assert headers[:4] == ["text_a", "text_b", "true", "predicted"], headers
+    assert headers[:4] == ["premise", "hypothesis", "true", "predicted"], headers  # the file's column names
     assert mistakes_rows(page) > 0
     expect(page.locator("#run-data")).to_contain_text("text columns premise + hypothesis")
     expect(page.locator("#text-pair-in")).to_be_visible()

@@ -396,7 +396,8 @@ def test_results_show_each_kinds_metrics_figure_and_worst_rows_on_real_samples(n
         assert ("threshold" in per_class) == (data.task.problem_type == "multi_label_classification")
     full = read_predictions(tmp_path / "predictions.csv")
     assert res.held_out == len(full) == len(data.splits["test"]) and len(res.mistakes) == min(MISTAKE_ROWS, len(full))
-    inputs = ["text_a", "text_b"] if data.task.input_kind == "text_pair" else ["input"]
+    inputs = ([data.task.text_column, data.task.text_pair_column] if data.task.input_kind == "text_pair"
+              else ["input"])  # a pair's texts under the file's own column names
     assert res.mistakes.columns[:len(inputs)].tolist() == inputs
     assert res.wrong == (full["wrong"] == "True").sum() > 0
     if res.wrong >= MISTAKE_ROWS:  # the worst rows come first: every row shown is a mistake

@@ -112,11 +112,21 @@ class TaskKind:
         raise NotImplementedError
 
 
-def input_columns(inputs: Sequence) -> dict:
-    """Inputs as table columns: ``input`` for texts or image paths, ``text_a`` / ``text_b`` for pairs."""
+#: column names of a predictions table that an input column must not take
+TABLE_COLUMNS = {"true", "predicted", "confidence", "wrong", "error", "abs error", "labels wrong"}
+
+
+def input_columns(inputs: Sequence, spec: TaskSpec | None = None) -> dict:
+    """Inputs as table columns: ``input`` for texts or image paths; for pairs the file's own two column names
+    (``spec.text_column`` / ``spec.text_pair_column``, e.g. premise / hypothesis), or ``text_a`` / ``text_b``
+    when there is no spec or a name would clash with a table column. The input columns come first, before
+    ``true``."""
     inputs = list(inputs)
     if inputs and isinstance(inputs[0], (tuple, list)):
-        return {"text_a": [a for a, _ in inputs], "text_b": [b for _, b in inputs]}
+        names = (spec.text_column, spec.text_pair_column) if spec is not None else (None, None)
+        if not all(names) or names[0] == names[1] or set(names) & TABLE_COLUMNS:
+            names = ("text_a", "text_b")
+        return {names[0]: [a for a, _ in inputs], names[1]: [b for _, b in inputs]}
     return {"input": [str(x) for x in inputs]}
 
 

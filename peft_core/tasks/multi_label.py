@@ -235,7 +235,7 @@ class MultiLabel(TaskKind):
         diff = (y != pred).sum(1)
         # confidence of the decision: mean distance of each label's probability from its threshold
         t = np.asarray(spec.thresholds or [0.5] * spec.num_labels)
-        df = pd.DataFrame({**input_columns(inputs), "true": ["; ".join(names[r == 1]) for r in y],
+        df = pd.DataFrame({**input_columns(inputs, spec), "true": ["; ".join(names[r == 1]) for r in y],
                            "predicted": ["; ".join(names[r == 1]) for r in pred], "labels wrong": diff,
                            "confidence": np.abs(probs - t).mean(1).round(4), "wrong": diff > 0})
         return df.sort_values(["labels wrong", "confidence"], ascending=[False, False],

@@ -76,7 +76,7 @@ class SingleLabel(TaskKind):
     def predictions_table(self, spec: TaskSpec, inputs, values, logits) -> pd.DataFrame:
         probs = softmax(logits)
         pred, y = probs.argmax(1), np.asarray(values, dtype=np.int64)
-        df = pd.DataFrame({**input_columns(inputs), "true": [spec.id2label[int(i)] for i in y],
+        df = pd.DataFrame({**input_columns(inputs, spec), "true": [spec.id2label[int(i)] for i in y],
                            "predicted": [spec.id2label[int(i)] for i in pred],
                            "confidence": probs[np.arange(len(y)), pred].round(4), "wrong": pred != y})
         return df.sort_values(["wrong", "confidence"], ascending=[False, False], kind="stable").reset_index(drop=True)
