@@ -187,12 +187,12 @@ def main(argv=None):
     ap, args = _parse(argv)
     config = _config()
     pairs = bool((config.get("task") or {}).get("text_pair_column"))
-    items = _command_line_items(ap, args, pairs)
+    items, parts = _command_line_items(ap, args, pairs), (lambda item: list(item) if pairs else [item])
     columns = ["text", "text_pair"] if pairs else ["text"]  # the output's input columns
-    records = [dict(zip(columns, list(t) if pairs else [t])) for t in items]
+    records = [dict(zip(columns, parts(t))) for t in items]
     if args.csv:
         csv_items, rows, columns, used = _read_csv_items(args.csv, args.column, args.pair_column, config, pairs)
-        records = [dict(zip(used, list(t) if pairs else [t])) for t in items] + rows
+        records = [dict(zip(used, parts(t))) for t in items] + rows
         items += csv_items
     if not items:
         ap.error("give texts as arguments or --csv FILE")
@@ -202,7 +202,7 @@ def main(argv=None):
         pred = Predictor(HERE, args.model)
     except ValueError as e:  # a task kind this script does not know
         _fail(f"error: {e}")
-    post, parts = pred.post, (lambda item: list(item) if pairs else [item])
+    post = pred.post
     scored = [n for n, t in enumerate(items) if all(p.strip() for p in parts(t))]  # empty rows: flagged
     if scored:
         decisions, probs = pred.predict([items[n] for n in scored])
@@ -258,7 +258,7 @@ def _read_csv_items(path, column, pair_column, config, pairs):
         col = next((c for c in names if c in rows[0]), None)
         if col is None:
             _fail(f"error: {path} has no column {' or '.join(repr(c) for c in dict.fromkeys(names))}; its "
-                     f"columns are {list(rows[0])}; pass {flag} NAME")
+                  f"columns are {list(rows[0])}; pass {flag} NAME")
         cols.append(col)
     fields = [c for c in rows[0] if c is not None]  # None: cells beyond the header's columns
     if pairs:

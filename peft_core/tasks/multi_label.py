@@ -6,7 +6,8 @@ Targets: multi-hot float32 [n, num_labels] (the prepared ``label`` column holds 
 Validation during training scores micro-averaged average precision (threshold-free; what early stopping and
 best-epoch selection follow) beside micro- / macro-F1 at 0.5. After training, each label gets a decision threshold
 tuned on the validation split (:func:`tune_thresholds`): its own F1-best one when it has at least
-``MIN_POSITIVES`` (20) validation positives, a shared micro-F1-best one when it has fewer, 0.5 when it has none. Held-out metrics: micro-, macro- (over labels with a positive in the split) and
+``MIN_POSITIVES`` (20) validation positives, a shared micro-F1-best one when it has fewer, 0.5 when it has none.
+Held-out metrics: micro-, macro- (over labels with a positive in the split) and
 samples-F1 (scikit-learn, ``zero_division=1``: a row with no true and no predicted label counts as right), subset
 accuracy, Hamming loss, per-label precision / recall / F1 / support / threshold. Baseline: every label present in
 more than half the training rows, else the single most frequent label, predicted for every row. int8 gate:

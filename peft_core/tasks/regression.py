@@ -138,8 +138,8 @@ class Regression(TaskKind):
     def predictions_table(self, spec: TaskSpec, inputs, values, logits) -> pd.DataFrame:
         y, pred = np.asarray(values, dtype=np.float64), self.values(spec, logits)
         err = pred - y
-        df = pd.DataFrame({**input_columns(inputs, spec), "true": y, "predicted": pred.round(4), "error": err.round(4),
-                           "abs error": np.abs(err).round(4)})
+        df = pd.DataFrame({**input_columns(inputs, spec), "true": y, "predicted": pred.round(4),
+                           "error": err.round(4), "abs error": np.abs(err).round(4)})
         # "wrong": further off than the baseline's typical miss (its RMSE around the training mean)
         df["wrong"] = np.abs(err) > np.std(y) if len(y) > 1 else False
         return df.sort_values("abs error", ascending=False, kind="stable").reset_index(drop=True)
