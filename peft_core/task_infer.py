@@ -119,10 +119,16 @@ def _label_columns(frame: pd.DataFrame, label_column: str | None, taken: set) ->
         raise DataError(f"no label column found among {cols}: name one with at least 2 distinct values")
     fewest = min(cands)
     if fewest[0] > FEW_CLASSES:  # no class-like column: several numeric targets (EmoBank's V, A, D) -> the first
-        numeric = [c for _, c in cands if numeric_cells(frame[c]).mean() >= NUMERIC_SHARE]
+        numeric = [c for _, c in cands if numeric_cells(frame[c]).mean() >= NUMERIC_SHARE and not _id_like(frame[c])]
         if numeric:
             return [numeric[0]], True
     return [fewest[1]], True
+
+
+def _id_like(s: pd.Series) -> bool:
+    """A row id: whole numbers, a different one on every row (``row_id`` 0..n-1), never a target to infer."""
+    v = pd.to_numeric(s, errors="coerce")
+    return bool(v.notna().all() and v.is_unique and (v == v.round()).all())
 
 
 def choose_labels(frame: pd.DataFrame, label_column: str | None, taken: set) -> tuple[list[str], bool]:

@@ -406,3 +406,13 @@ def test_a_pair_column_that_leaves_no_text_says_which_columns_took_what(tmp_path
     with pytest.raises(DataError, match=r"no text column left among \['label', 'text'\] once `text` as the label "
                                         r"\(inferred\) and `label` as the second text are taken.*--text-column"):
         prepare_data(EX / "sms_spam.csv", text_pair_column="label")
+
+
+def test_a_row_id_column_is_never_the_inferred_numeric_target(tmp_path):
+    """Several numeric columns and no label-like one: the first numeric column that is not a row id (whole numbers,
+    one per row) is the target. A property test found `row_id` 0..79 taken over an integer class column."""
+    frame = pd.read_csv(EX / "emobank_sample.csv")
+    frame.insert(0, "row_id", range(len(frame)))
+    frame.to_csv(tmp_path / "emo.csv", index=False)
+    data = prepare_data(tmp_path / "emo.csv")
+    assert (data.task.kind, data.task.label_column) == ("regression", "valence")
