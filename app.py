@@ -32,7 +32,7 @@ from app_components import _image_or_message, _links_only, _type_checked_by_read
 from app_data import (balance_title, config_to_form, count_trainable, load_data, load_preview,  # noqa: E402,F401
                       method_defaults, modality_changed, preview_widths, _image_preview)
 from app_runs import (POLL_OUTPUTS, _picker, cancel_run, compare_runs, delete_run, export_bundle,  # noqa: E402,F401
-                      list_runs, new_owner, on_load, poll, quota_line, run_status, train_model, try_image,
+                      list_runs, new_owner, on_load, poll, quota_line, restart_run, run_status, train_model, try_image,
                       try_image_details, try_it, try_it_details)
 from app_state import (EXAMPLE, HP_FIELDS, IMAGE_EXAMPLE, METHOD_CHOICES, MODEL_CHOICES,  # noqa: E402,F401
                        browser_secret, cache_cleanup, jobs)
@@ -121,6 +121,7 @@ def _wire_runs(demo, owner, view, timer, d, t, u, h) -> None:
                          ).success(_picker, [owner, t["started"]], t["run"], **PRIVATE)
     t["cancel_btn"].click(cancel_run, [owner, t["run"]], t["status"], api_name="cancel", concurrency_limit=None)
     t["delete_btn"].click(delete_run, [owner, t["run"]], t["run"], api_name="delete", concurrency_limit=None)
+    t["restart_btn"].click(restart_run, [owner, t["run"]], t["status"], api_name="restart", concurrency_limit=None)
     timer.tick(poll, [owner, t["run"], view], [view] + [{**t, **u, **h}[k] for k in POLL_OUTPUTS],
                show_progress="hidden", concurrency_limit=None, **PRIVATE)
     t["run"].change(lambda tok, run_id: form.run_to_form(state.jobs(), HP_FIELDS, tok, run_id), [owner, t["run"]],

@@ -15,7 +15,7 @@ import app_history as history_views
 import app_views as views
 from app_try import try_kind
 from peft_core.errors import PeftCoreError
-from peft_core.jobs import JobError, JobInfo
+from peft_core.jobs import TERMINAL, JobError, JobInfo
 from peft_core.methods import METHODS
 from peft_core.models import DEFAULT_MODELS
 
@@ -158,11 +158,13 @@ def shown(manager, info: JobInfo | None) -> dict:
     """``app.poll`` outputs that follow the selected run's state: step 4 (shown with a model), its Try it
     widgets for the run's task kind and inputs (``app_try``: a second text box for pair runs, the label widget or
     the per-label table; the last prediction cleared), Cancel / Delete (active only when the action is
-    possible). ``app_runs._results`` gives the results; ``app.poll`` renews the download links itself."""
+    possible; Restart only for an interrupted run). ``app_runs._results`` gives the results; ``app.poll`` renews
+    the download links itself."""
     has_model = bool(info and info.has_model)
     out = {"use_col": gr.update(visible=has_model), "use_note": gr.update(visible=not has_model),
            "cancel_btn": gr.update(interactive=bool(info and info.state in ("queued", "running"))),
-           "delete_btn": gr.update(interactive=bool(info and info.state in ("finished", "failed", "cancelled")))}
+           "delete_btn": gr.update(interactive=bool(info and info.state in TERMINAL)),
+           "restart_btn": gr.update(visible=bool(info and info.state == "interrupted"))}
     spec = run_task(manager.dir(info.id)) if has_model else None
     if spec is None:
         return out

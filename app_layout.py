@@ -147,6 +147,7 @@ def train():
                                allow_custom_value=True, interactive=True, visible=False, scale=4)
         w["cancel_btn"] = gr.Button("Cancel run", variant="stop", elem_id="cancel-btn", interactive=False, scale=1)
         w["delete_btn"] = gr.Button("Delete run", elem_id="delete-btn", interactive=False, scale=1)
+        w["restart_btn"] = gr.Button("Restart run", variant="primary", elem_id="restart-btn", visible=False, scale=1)
     w["status"] = gr.HTML(views.status_html(None, None, None), elem_id="status-box")
     with gr.Column(visible=False, elem_id="live") as w["live_col"]:  # a run is selected
         with gr.Row():

@@ -85,6 +85,16 @@ def cancel_run(owner, run_id):
 
 
 @user_errors
+def restart_run(owner, run_id):
+    """Queue an interrupted run again (the app stopped while it trained): it trains from the start with its saved
+    settings and data copy."""
+    if not run_id:
+        raise gr.Error("No run selected.", print_exception=False)
+    info = state.jobs().restart(owner, run_id)
+    return views.status_html(info, None, state.jobs().queue_position(run_id))
+
+
+@user_errors
 def delete_run(owner, run_id):
     """Delete the selected run (its folder and record) once it has ended; frees its disk quota."""
     if not run_id:
@@ -127,10 +137,11 @@ def _per_class_label(table) -> str:
     return "Per-label scores and decision thresholds" if "threshold" in table else "Per-class scores"
 
 
+# what poll returns after ``view``
 POLL_OUTPUTS = ["status", "loss_plot", "val_plot", "log", "metrics", "per_class", "eval_img", "history", "run",
                 "compare_pick", "config_dl", "miss_img", "live_col", "results_col", "cancel_btn", "delete_btn",
-                "use_col", "use_note", "runs_col", "quota_md", "eval_notes", "mistakes", "predictions_dl",
-                "text_in", "text_pair_in", "label_out", "try_table", "try_md"]  # what poll returns after ``view``
+                "restart_btn", "use_col", "use_note", "runs_col", "quota_md", "eval_notes", "mistakes",
+                "predictions_dl", "text_in", "text_pair_in", "label_out", "try_table", "try_md"]
 
 
 def poll(owner, run_id, view, request: gr.Request = None):

@@ -17,7 +17,7 @@ from peft_core.progress import Progress
 from peft_core.tasks import TASKS
 
 STATE_WORDS = {"queued": "Queued", "running": "Running", "cancelling": "Cancelling", "finished": "Finished",
-               "failed": "Failed", "cancelled": "Cancelled"}
+               "failed": "Failed", "cancelled": "Cancelled", "interrupted": "Interrupted"}
 INFERRED = "inferred"  # the task choice that lets the data decide
 NO_PAIR = "(none)"  # the second-text-column choice of single-text tasks
 FROZEN_LR_LABEL = "Encoder learning rate (unused: the encoder stays frozen)"
@@ -153,6 +153,9 @@ def status_html(info: JobInfo | None, p: Progress | None, queue_position: int | 
         body = (f"Cancelled by you after {_secs(info.duration_s)}; the best state so far was kept and evaluated: "
                 f"{_results_line(info)}." if info.results else
                 html.escape(info.error or "Cancelled before it started training.", quote=False))
+    elif info.state == "interrupted":
+        body = ("Interrupted: the app stopped while this run was training. Press <b>Restart run</b> to train it "
+                "again from the start with the same settings and data.")
     elif info.state == "failed":
         body = f"It failed: {html.escape(info.error or 'unknown reason', quote=False)}. The log below shows how far it got."
     return f'<div id="run-status" class="run-status">{head}<br>{body}</div>'

@@ -87,7 +87,9 @@ def test_upload_train_watch_export_download_and_run_the_bundle(browser, url, sms
     expect(page.locator("#data-report")).to_contain_text("400")
     expect(page.locator("#pair-col input")).to_have_value("(none)")  # one text per row
     shot(page, "1_data_loaded")
-    set_hyperparameters(page, epochs=30)
+    # 200 epochs: the head's training phase (cached features, 10 steps an epoch) must last longer than a poll of
+    # the page; with 30 it took under a second on an AVX-512 machine and the page never showed a step
+    set_hyperparameters(page, epochs=200)
     page.locator("#train-btn").click()
     expect(page.locator("#run-status")).to_contain_text(re.compile("Queued|Running"), timeout=15_000)
     expect(page.locator("#run-status")).to_contain_text("Step", timeout=120_000)

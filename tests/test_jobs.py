@@ -145,8 +145,8 @@ def test_a_restarted_manager_lists_old_runs_and_rebuilds_them(manager, finished)
     fresh = JobManager(manager.root, max_concurrent=1)
     try:
         states = {j.id: j.state for j in fresh.list(token)}
-        assert states[info.id] == "finished" and states[ghost.name] == "failed"
-        assert "app stopped" in fresh.get(token, ghost.name).error
+        assert states[info.id] == "finished" and states[ghost.name] == "interrupted"
+        assert "app stopped while this run was training" in fresh.get(token, ghost.name).error
         rebuilt, original = fresh.run(token, info.id), manager.run(token, info.id)
         assert rebuilt is not original
         assert rebuilt.eval_report.accuracy == original.eval_report.accuracy
@@ -215,7 +215,7 @@ def test_ended_runs_older_than_the_ttl_are_deleted_at_start(tmp_path):
     old = {name: write_record(tmp_path, name * 32, state=state, created=now - 80 * HOUR, finished=now - 73 * HOUR)
            for name, state in (("a", "finished"), ("b", "failed"), ("c", "cancelled"))}
     kept = {"recent": write_record(tmp_path, "d" * 32, created=now - 80 * HOUR, finished=now - 71 * HOUR),
-            # active when the previous process stopped: recovered as failed now, so 72 h from now
+            # active when the previous process stopped: recovered as interrupted now, so 72 h from now
             "was_running": write_record(tmp_path, "e" * 32, state="running", created=now - 100 * HOUR,
                                         started=now - 99 * HOUR),
             # a record that names another folder, and a folder that is not a run: never touched

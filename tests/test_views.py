@@ -284,6 +284,37 @@ def test_poll_shows_results_once_the_report_appears_and_buttons_follow_the_state
     assert hidden[0]["visible"] is False  # someone else's run: nothing is shown or filled
 
 
+def test_an_interrupted_run_says_so_and_restarts_from_the_page(tmp_path, sms_small, monkeypatch):
+    """A run that was training when the app stopped: the next app shows it interrupted with a Restart button, and
+    the button queues it again from its saved config."""
+    import app
+    import app_state
+    from peft_core.jobs import JobManager, new_owner_token
+    from peft_core.pipeline import RunConfig
+
+    owner = new_owner_token()
+    first = JobManager(tmp_path, runner=fake_runner)
+    info = first.submit(owner, RunConfig(train_file=str(sms_small)))
+    first.wait(owner, info.id, timeout_s=30)
+    first.shutdown()
+    status = tmp_path / info.id / "status.json"
+    status.write_text(json.dumps(dict(json.loads(status.read_text()), state="running", results={})))
+    monkeypatch.setattr(app_state, "RUNS_ROOT", tmp_path)
+    monkeypatch.setattr(app_state, "_MANAGER", JobManager(tmp_path, runner=fake_runner))
+    view, out = poll_outputs(app, owner, info.id, {})
+    assert 'data-state="interrupted">Interrupted</b>' in out["status"] and "Restart run" in out["status"]
+    assert out["restart_btn"]["visible"] is True and out["delete_btn"]["interactive"] is True
+    assert out["cancel_btn"]["interactive"] is False and out["use_col"]["visible"] is False
+    assert 'data-state="interrupted"' not in app.restart_run(owner, info.id)  # queued (or already done)
+    assert app.jobs().wait(owner, info.id, timeout_s=30).state == "finished"
+    view, out = poll_outputs(app, owner, info.id, view)
+    assert out["restart_btn"]["visible"] is False
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="only an interrupted run can be restarted"):
+        app.restart_run(owner, info.id)
+
+
 def test_method_fields_follow_the_method():
     import app_form
 

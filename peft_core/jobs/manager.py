@@ -1,4 +1,5 @@
-"""The job manager: submit, follow, cancel, list and export runs, each on a worker thread in its own folder.
+"""The job manager: submit, follow, cancel, restart, list and export runs, each in its own folder, trained by an
+executor (``peft_core.jobs.executors``: by default each run in its own process).
 
 See the package doc (``peft_core.jobs``) for the run folder, owners, the queue and the clean-up limits.
 """
@@ -12,56 +13,38 @@ import secrets
 import shutil
 import threading
 import time
-import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..callbacks import Control, JsonlLogger, ProgressEvent
-from ..errors import ConfigError, JobError, PeftCoreError, RunCancelled
+from ..errors import ConfigError, JobError
 from ..progress import EventTail, Progress, summarize
 from ..queueing import QueueInfo
 from .cleanup import DEFAULT_MAX_USER_DISK_MB, DEFAULT_RUN_TTL_HOURS, MB, CleanupMixin, _env_limit
-from .records import ACTIVE, TERMINAL, JobInfo, _params, _results, owner_hash
+from .executors import make_executor, prime_for_threads
+from .outcome import Outcome, failure, log_line
+from .records import ACTIVE, TERMINAL, JobInfo, _params, owner_hash
+from .trained import TrainedRunsMixin
 
 log = logging.getLogger("peft_core.jobs")
 
 
-_PRIMED = threading.Lock()
+INTERRUPTED = ("interrupted: the app stopped while this run was training; restart it to train it again from the "
+               "start (its settings and data are kept)")
 
 
-
-def prime_for_threads() -> None:
-    """Do, once and in the calling thread, the first-time set-ups of the training stack that are not
-    thread-safe, so that runs (and the app's requests) can then start in parallel threads. A manager with the
-    default runner calls it before its first run; both failures below were seen with two runs starting at once
-    in a fresh process (tests/test_load.py):
-
-    - the first ``import transformers``: meanwhile ``sys.modules`` holds a module that is then replaced by a lazy
-      one, and a thread importing it in that window keeps the stale, empty module. datasets does that whenever
-      it fingerprints a Dataset, so preparing data failed with "module 'transformers' has no attribute
-      'PreTrainedTokenizerBase'";
-    - accelerate's process-wide ``GradientState``: the first ``Accelerator`` fills it field by field, and one
-      created meanwhile read it half-filled ("'GradientState' object has no attribute 'plugin_kwargs'").
-    """
-    with _PRIMED:
-        import transformers
-
-        from ..training import make_accelerator
-
-        transformers.PreTrainedTokenizerBase  # noqa: B018 -- resolve the lazy attribute datasets looks up
-        make_accelerator()  # fills accelerate's shared state with what every run's Accelerator uses
-
-
-
-class JobManager(CleanupMixin):
+class JobManager(CleanupMixin, TrainedRunsMixin):
     """Submit, follow, cancel, list and export runs under ``root``.
 
     Args:
         root: folder holding one sub-folder per run (created if missing).
         max_concurrent: runs training at once (default: env ``PEFT_MAX_CONCURRENT_RUNS`` or 1).
-        runner: ``fine_tune``-compatible callable (cfg, run_dir, callbacks, control) -> Run; tests may swap it.
+        runner: what trains a run, ``fine_tune`` when None; tests may swap it: a callable (cfg, run_dir, callbacks,
+            control) -> Run (then the default executor is "thread") or a "module:function" reference.
+        executor: key of ``executors.EXECUTORS`` ("local", "thread", "ray") or an executor object; None: see
+            ``make_executor`` (env ``PEFT_EXECUTOR``, default "local": one process per run).
         keep_in_memory: trained runs kept loaded for predict / export (older ones are reloaded from disk).
         run_ttl_hours: hours an ended run is kept after it ended (default: env ``PEFT_RUN_TTL_HOURS`` or 72;
             0 keeps runs forever).
@@ -69,18 +52,18 @@ class JobManager(CleanupMixin):
             2000; 0 means no limit).
 
     Raises:
-        JobError: max_concurrent < 1. ConfigError: a cleanup limit (argument or environment) is not >= 0.
+        JobError: max_concurrent < 1. ConfigError: a cleanup limit (argument or environment) is not >= 0, or
+        an executor setting is bad (``PEFT_EXECUTOR``, ``PEFT_THREADS_PER_RUN``, ``PEFT_RUN_MEMORY_MB``).
     """
 
-    def __init__(self, root: str | Path, max_concurrent: int | None = None, runner: Callable | None = None,
+    def __init__(self, root: str | Path, max_concurrent: int | None = None, runner: Callable | str | None = None,
                  keep_in_memory: int = 2, run_ttl_hours: float | None = None,
-                 max_user_disk_mb: float | None = None) -> None:
+                 max_user_disk_mb: float | None = None, executor: str | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_concurrent = int(max_concurrent or os.environ.get("PEFT_MAX_CONCURRENT_RUNS", "1"))
         if self.max_concurrent < 1:
             raise JobError(f"PEFT_MAX_CONCURRENT_RUNS must be at least 1, got {self.max_concurrent}")
-        self._runner = runner
         self._lock = threading.RLock()
         self._jobs: dict[str, JobInfo] = {}
         self._queue: list[str] = []
@@ -97,14 +80,20 @@ class JobManager(CleanupMixin):
                 raise ConfigError(f"{name} must be 0 (off) or a positive number, got {getattr(self, name)!r}")
         self._busy: dict[str, int] = {}  # run id -> exports in progress (never deleted meanwhile)
         self._submit_lock = threading.Lock()  # quota check + folder creation, one submit at a time
-        if runner is None:
+        self.executor = make_executor(executor, self.max_concurrent, runner)
+        if runner is None:  # this process still prepares data, predicts and exports on the app's threads
             prime_for_threads()
         self._pool = ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="peft-run")
-        self._recover()
+        queued = self._recover()
         self.cleanup()
+        for info in queued:  # queued when the last process stopped: queued again, in their order
+            self._enqueue(info)
 
     # ---- records -------------------------------------------------------------------------------------
-    def _recover(self) -> None:
+    def _recover(self) -> list[JobInfo]:
+        """Read the runs a previous process left: training ones become "interrupted" (restartable), queued ones
+        are returned, oldest first, to be queued again."""
+        queued = []
         for path in sorted(self.root.glob("*/status.json")):
             try:
                 info = JobInfo(**json.loads(path.read_text()))
@@ -112,11 +101,30 @@ class JobManager(CleanupMixin):
                 continue  # not a run folder of ours
             if info.id != path.parent.name:
                 continue  # a record copied or edited by hand: never act on a folder it does not live in
-            if info.state in ACTIVE:
-                info.state, info.finished = "failed", info.finished or time.time()
-                info.error = "the app stopped while this run was queued or training; start it again"
+            if info.state == "queued":
+                queued.append(info)
+            elif info.state in ACTIVE:
+                info.state, info.finished = "interrupted", time.time()
+                info.error = INTERRUPTED
+                log_line(path.parent, INTERRUPTED)
                 self._write(info)
             self._jobs[info.id] = info
+        return sorted(queued, key=lambda j: j.created)
+
+    def _enqueue(self, info: JobInfo) -> None:
+        """Queue the run of ``info`` (its folder holds config.json and the data copies) on the executor."""
+        from ..pipeline import RunConfig
+
+        with self._lock:
+            self._controls[info.id] = Control()
+            self._queue.append(info.id)
+            self._write(info)
+        try:
+            cfg = RunConfig(**json.loads((self.dir(info.id) / "config.json").read_text())["run"])
+        except Exception as e:  # noqa: BLE001 -- a folder edited or damaged by hand: that run fails, with why
+            self._end(info.id, failure(self.dir(info.id), e))
+            return
+        self._pool.submit(self._execute, info.id, cfg)
 
     def _write(self, info: JobInfo) -> None:
         path = self.dir(info.id) / "status.json"
@@ -226,7 +234,8 @@ class JobManager(CleanupMixin):
             if src:
                 if not Path(src).is_file():
                     shutil.rmtree(run_dir)
-                    raise DataError(f"{attr.replace('_', ' ')} {Path(src).name!r} is not there any more; upload it again")
+                    raise DataError(f"{attr.replace('_', ' ')} {Path(src).name!r} is not there any more; "
+                                    "upload it again")
                 dst = run_dir / "data" / (attr.split("_")[0] + "_" + Path(src).name)
                 shutil.copyfile(src, dst)
                 setattr(cfg, attr, str(dst))
@@ -234,10 +243,28 @@ class JobManager(CleanupMixin):
         info = JobInfo(run_id, owner, "queued", cfg.model, cfg.method, _params(cfg), dataset=dataset, name=name)
         with self._lock:
             self._jobs[run_id] = info
-            self._controls[run_id] = Control()
-            self._queue.append(run_id)
-            self._write(info)
-        self._pool.submit(self._execute, run_id, cfg)
+        self._enqueue(info)
+        return self.get(token, run_id)
+
+    def restart(self, token: str, run_id: str) -> JobInfo:
+        """Queue an "interrupted" run again (the app stopped while it trained), from its saved config and data
+        copy; it trains from the start. Its earlier log is kept as ``events.interrupted.jsonl``.
+
+        Raises:
+            JobError: not this owner's run, or it is not interrupted (only those can be restarted).
+        """
+        self.get(token, run_id)
+        with self._lock:
+            info = self._jobs[run_id]
+            if info.state != "interrupted":
+                raise JobError(f"run {run_id[:8]} is {info.state}: only an interrupted run can be restarted "
+                               "(start a new run with the same settings instead)")
+            run_dir = self.dir(run_id)
+            if (run_dir / "events.jsonl").exists():
+                (run_dir / "events.jsonl").replace(run_dir / "events.interrupted.jsonl")
+            self._tails.pop(run_id, None)
+            info.state, info.error, info.results, info.started, info.finished = "queued", None, {}, None, None
+        self._enqueue(info)
         return self.get(token, run_id)
 
     def cancel(self, token: str, run_id: str) -> JobInfo:
@@ -269,59 +296,28 @@ class JobManager(CleanupMixin):
             self._write(info)
             control = self._controls[run_id]
         try:
-            runner = self._runner
-            if runner is None:
-                from ..pipeline import fine_tune as runner
-            run = runner(cfg, self.dir(run_id), [], control)
-            results, cancelled = _results(run), bool(run.train_result.cancelled)
-        except RunCancelled as e:
-            self._end_without_model(run_id, e)
-            return
-        except BaseException as e:  # every failure is recorded on the run and shown to its owner, even SystemExit:
-            self._fail(run_id, e)  # a run must never stay "running" with no worker left
-            if not isinstance(e, Exception):
-                raise
-            return
-        with self._lock:
-            self._remember(run_id, run)
-            info.results = results
-            info.state = "cancelled" if cancelled else "finished"
-            info.finished = time.time()
-            self._write(info)
-            self._controls.pop(run_id, None)
+            out = self.executor.run(run_id, self.dir(run_id), cfg, control, lambda pid: None)
+        except Exception as e:  # noqa: BLE001 -- the executor itself broke (no process, no cluster): this run fails
+            out = failure(self.dir(run_id), e)
+        self._end(run_id, out)
+        if out.raised is not None:
+            raise out.raised
 
-    def _end_without_model(self, run_id: str, exc: RunCancelled) -> None:
-        """Record a run cancelled before it had a model: state "cancelled", no results, ``exc``'s message as
-        its error and as the last line of its log."""
-        try:
-            JsonlLogger(self.dir(run_id) / "events.jsonl")(ProgressEvent("message", message=str(exc)))
-        except OSError:
-            log.exception("run %s was cancelled and its log could not be written", run_id)
+    def _end(self, run_id: str, out: Outcome) -> None:
+        """Record how the run ended (state, results, error; the trained run kept in memory when there is one).
+        The state is set even when the folder cannot be written (disk full)."""
         with self._lock:
+            if out.run is not None:
+                self._remember(run_id, out.run)
             info = self._jobs[run_id]
-            info.state, info.error, info.results, info.finished = "cancelled", str(exc), {}, time.time()
-            self._controls.pop(run_id, None)
-            self._write(info)
-
-    def _fail(self, run_id: str, exc: BaseException) -> None:
-        """Record ``exc`` on the run: state "failed", its message, error.log (traceback), a log line. The state
-        is set even when the folder cannot be written (disk full)."""
-        run_dir = self.dir(run_id)
-        why = str(exc) if isinstance(exc, PeftCoreError) else (
-            f"unexpected error {type(exc).__name__}: {str(exc)[:300]} (traceback in error.log of the run folder)")
-        try:
-            (run_dir / "error.log").write_text("".join(traceback.format_exception(exc)))
-            JsonlLogger(run_dir / "events.jsonl")(ProgressEvent("message", message=f"failed: {why}"))
-        except OSError:
-            log.exception("run %s failed (%s) and its log could not be written", run_id, why)
-        with self._lock:
-            info = self._jobs[run_id]
-            info.state, info.error, info.finished = "failed", why, time.time()
+            info.state, info.results, info.error, info.finished = out.state, out.results, out.error, time.time()
+            if run_id in self._queue:
+                self._queue.remove(run_id)
             self._controls.pop(run_id, None)
             try:
                 self._write(info)
             except OSError:
-                log.exception("could not write the status of failed run %s", run_id)
+                log.exception("could not write the status of run %s (%s)", run_id, out.state)
 
     def wait(self, token: str, run_id: str, timeout_s: float = 600, poll_s: float = 0.1) -> JobInfo:
         """Block until the run is finished / failed / cancelled. Raises TimeoutError after ``timeout_s``."""
@@ -333,59 +329,12 @@ class JobManager(CleanupMixin):
         return info
 
     def shutdown(self, cancel: bool = True) -> None:
-        """Stop accepting work; with ``cancel`` ask running runs to stop. Waits for the worker threads."""
+        """Stop accepting work; with ``cancel`` ask running runs to stop (a run process that has not stopped
+        within the executor's grace period is killed). Waits until no run trains: no run process is left.
+        Runs still queued stay queued on disk and are queued again by the next manager on this folder."""
         with self._lock:
             if cancel:
                 for c in self._controls.values():
                     c.request_stop()
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-    # ---- trained runs --------------------------------------------------------------------------------
-    def _remember(self, run_id: str, run) -> None:
-        self._loaded[run_id] = run
-        self._loaded.move_to_end(run_id)
-        while len(self._loaded) > self._keep:
-            self._loaded.popitem(last=False)
-
-    def run(self, token: str, run_id: str):
-        """The trained :class:`~peft_core.pipeline.Run` (from memory, else rebuilt from its folder).
-
-        Raises:
-            JobError: not this owner's run, or it has no trained model (queued, running, failed).
-        """
-        info = self.get(token, run_id)
-        if not info.has_model:
-            raise JobError(f"run {run_id[:8]} is {info.state}: it has no trained model"
-                           + (f" ({info.error})" if info.error else ""))
-        with self._lock:
-            run = self._loaded.get(run_id)
-        if run is None:
-            from ..runstore import load_run
-
-            run = load_run(self.dir(run_id))
-            with self._lock:
-                self._remember(run_id, run)
-        return run
-
-    def export(self, token: str, run_id: str, callbacks=()):
-        """Export the run to ONNX, check parity, build the bundle (see ``exporters.run_export.export_run``;
-        ``callbacks`` get its "phase" events); the bundle path is recorded on the run. Raises JobError (see
-        :meth:`run`), ExportError or NonFiniteError."""
-        from exporters.run_export import export_run
-
-        self.get(token, run_id)
-        with self._lock:
-            self._busy[run_id] = self._busy.get(run_id, 0) + 1  # a cleanup leaves it alone meanwhile
-        try:
-            res = export_run(self.run(token, run_id), callbacks=callbacks)
-            if res.bundle is not None:
-                with self._lock:
-                    self._jobs[run_id].bundle = str(res.bundle)
-                    self._write(self._jobs[run_id])
-        finally:
-            with self._lock:
-                self._busy[run_id] -= 1
-                if not self._busy[run_id]:
-                    del self._busy[run_id]
-        return res
-
+        self.executor.shutdown()

@@ -14,7 +14,7 @@ from ..errors import JobError
 
 ACTIVE = ("queued", "running", "cancelling")
 
-TERMINAL = ("finished", "failed", "cancelled")
+TERMINAL = ("finished", "failed", "cancelled", "interrupted")  # "interrupted": the app stopped while it trained
 
 
 
