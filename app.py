@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -187,6 +188,18 @@ def launch(**kwargs):
 
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """``python app.py``: launch on GRADIO_SERVER_NAME (default 127.0.0.1); a bad setting in the environment
+    (``PEFT_EXECUTOR``, ``PEFT_MAX_CONCURRENT_RUNS``, limits, ...) is one line on stderr and exit status 2."""
+    from peft_core.errors import ConfigError, JobError
+
     logging.basicConfig(level=logging.INFO)
-    launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    try:
+        launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    except (ConfigError, JobError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

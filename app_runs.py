@@ -19,7 +19,7 @@ from app_try import text_inputs, try_kind, try_view
 from app_data import _prepare, _run_config, data_options
 from app_state import download_link, user_errors
 from peft_core.errors import JobError
-from peft_core.jobs import new_owner_token
+from peft_core.jobs import TERMINAL, new_owner_token
 from peft_core.models import REGISTRY
 
 def _mine(owner):
@@ -193,14 +193,15 @@ def poll(owner, run_id, view, request: gr.Request = None):
 
 @user_errors
 def run_status(owner: str, run_id: str) -> dict:
-    """State of one of your runs: state (queued / running / cancelling / finished / failed / cancelled),
-    queue_position, phase, step, total_steps, epoch, elapsed_s, eta_s (seconds), error, params, results."""
+    """State of one of your runs: state (queued / running / cancelling / finished / failed / cancelled /
+    interrupted), queue_position, phase, step, total_steps, epoch, elapsed_s, eta_s (seconds; None once the run
+    has ended), error, params, results."""
     info = state.jobs().get(owner, run_id)
     p = state.jobs().progress(owner, run_id)
     return {"id": info.id, "state": info.state, "queue_position": state.jobs().queue_position(run_id),
             "phase": p.phase, "step": p.step, "total_steps": p.total_steps, "epoch": p.epoch,
-            "elapsed_s": p.elapsed_s, "eta_s": p.eta_s, "error": info.error, "model": info.model,
-            "method": info.method, "params": info.params, "results": info.results, "log": p.log}
+            "elapsed_s": p.elapsed_s, "eta_s": None if info.state in TERMINAL else p.eta_s, "error": info.error,
+            "model": info.model, "method": info.method, "params": info.params, "results": info.results, "log": p.log}
 
 
 @user_errors

@@ -56,3 +56,18 @@ def hog(cfg, run_dir, callbacks, control):
         held[-1][::4096] = b"x" * len(held[-1][::4096])
         time.sleep(0.02)
     return _run()
+
+
+def segfault(cfg, run_dir, callbacks, control):
+    """Crashes in native code (SIGSEGV)."""
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def exit_now(cfg, run_dir, callbacks, control):
+    """Leaves with os._exit(3): no exception, no outcome written."""
+    os._exit(3)
+
+
+def oom(cfg, run_dir, callbacks, control):
+    """An allocation fails in Python (what a process under an address-space limit sees)."""
+    raise MemoryError()

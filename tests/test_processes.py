@@ -5,6 +5,7 @@ app loses nothing (queued runs queued again in order, the training one interrupt
 orphan process."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -121,6 +122,47 @@ def test_a_run_past_its_memory_cap_fails_naming_it_and_the_next_run_starts(tmp_p
         assert m.wait(token, small.id, timeout_s=300).state == "finished"
     finally:
         m.shutdown()
+
+
+@pytest.mark.parametrize("runner, expected", [
+    ("segfault", "the run's process was killed by signal 11 (SIGSEGV): it crashed in native code (peak RSS "),
+    ("exit_now", "the run's process exited with code 3 before it reported how the run ended (peak RSS "),
+    ("oom", "ran out of memory (MemoryError): lower batch_size or max_length, or train fewer layers"),
+])
+def test_a_run_process_that_crashes_exits_or_runs_out_of_memory_fails_naming_how(tmp_path, sms_small, runner,
+                                                                                 expected):
+    m = JobManager(tmp_path, max_concurrent=1, executor=LocalExecutor(1, runner=f"{RUNNERS}:{runner}"))
+    try:
+        token = new_owner_token()
+        dead = m.wait(token, m.submit(token, head_cfg(sms_small)).id, timeout_s=120)
+        assert dead.state == "failed" and dead.error.startswith(expected) and not dead.has_model
+        assert m.progress(token, dead.id).log[-1] == f"failed: {dead.error}"
+        assert (m.dir(dead.id) / "error.log").is_file()
+    finally:
+        m.shutdown()
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("PEFT_EXECUTOR", "nonsense", "executor 'nonsense' is not one of local, thread, ray (PEFT_EXECUTOR)"),
+    ("PEFT_MAX_CONCURRENT_RUNS", "abc", "PEFT_MAX_CONCURRENT_RUNS='abc' must be a whole number of runs"),
+    ("PEFT_THREADS_PER_RUN", "abc", "PEFT_THREADS_PER_RUN='abc' must be a whole number of threads, at least 1"),
+    ("PEFT_RUN_MEMORY_MB", "-5", "PEFT_RUN_MEMORY_MB='-5' must be a number of MB (0: no cap)"),
+    ("PEFT_RUN_NICE", "-5", "PEFT_RUN_NICE='-5' must be a whole number from 0 to 19"),
+])
+def test_bad_executor_settings_are_refused_by_name(tmp_path, monkeypatch, name, value, message):
+    from peft_core.errors import ConfigError
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        JobManager(tmp_path)
+
+
+def test_the_app_refuses_to_start_with_a_bad_setting_in_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "app.py"], cwd=ROOT, capture_output=True, text=True, timeout=180,
+                         env={**os.environ, "PEFT_EXECUTOR": "nonsense", "PEFT_RUNS_DIR": str(tmp_path / "runs")})
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == ("error: executor 'nonsense' is not one of local, thread, ray "
+                                                   "(PEFT_EXECUTOR)")
 
 
 APP_SCRIPT = """

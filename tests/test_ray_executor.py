@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, free_port
 from test_processes import COMPARED, RUNNERS, alive, head_cfg, wait_for, worker_pid
 
 from peft_core.jobs import JobManager, new_owner_token
@@ -24,7 +24,7 @@ ray = pytest.importorskip("ray", reason="the ray extra (requirements-ray.txt) is
 def cluster(tmp_path_factory):
     """A one-node Ray cluster in its own processes; PEFT_RAY_ADDRESS points at it."""
     ray_bin = Path(sys.executable).with_name("ray")
-    port = 6390
+    port = free_port()
     tmp = tmp_path_factory.mktemp("ray")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
     subprocess.run([str(ray_bin), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",

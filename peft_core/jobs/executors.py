@@ -30,7 +30,7 @@ from pathlib import Path
 from ..callbacks import Control
 from ..errors import ConfigError
 from .outcome import STOP_FILE, WORKER_FILE, Outcome, execute, log_line
-from .settings import DEFAULT_GRACE_S, ROOT, memory_cap_mb, threads_per_run
+from .settings import DEFAULT_GRACE_S, ROOT, memory_cap_mb, run_nice, threads_per_run
 
 KILL_AFTER_S = 5.0  # after SIGTERM, SIGKILL
 MEMORY_SAMPLE_S = 0.2  # how often a run's resident memory is read when PEFT_RUN_MEMORY_MB caps it
@@ -151,11 +151,11 @@ class LocalExecutor:
         if runner is not None and not isinstance(runner, str):
             raise ConfigError("the local executor runs a runner in another process: give it as 'module:function'")
         self.runner, self.grace_s = runner, float(grace_s)
-        self.threads, self.cap_mb = threads_per_run(max_concurrent), memory_cap_mb()
+        self.threads, self.cap_mb, self.nice = threads_per_run(max_concurrent), memory_cap_mb(), run_nice()
 
     def _env(self) -> dict:
         env = dict(os.environ, PEFT_THREADS_PER_RUN=str(self.threads), OMP_NUM_THREADS=str(self.threads),
-                   PEFT_PARENT_PID=str(os.getpid()))
+                   PEFT_PARENT_PID=str(os.getpid()), PEFT_RUN_NICE=self.nice)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
         return env
 
@@ -182,13 +182,16 @@ class LocalExecutor:
             return Outcome("cancelled", {}, why)
         if w.over_cap is not None:
             why = (f"the run passed its memory cap: its processes held {_gb(w.over_cap)} of memory (resident), "
-                   f"cap {_gb(self.cap_mb * 1e6)} (PEFT_RUN_MEMORY_MB), so they were killed: lower batch_size or "
-                   "max_length, train fewer layers, or raise the cap")
+                   f"cap {_gb(self.cap_mb * 1e6)} (PEFT_RUN_MEMORY_MB), so they were killed"
+                   + (" while loading its data and model, before any batch: raise the cap" if _phase(run_dir) ==
+                      "preparing" else ": lower batch_size or max_length, train fewer layers, or raise the cap")
+                   + " (a run of the bundled MiniLM on a small file peaks near 0.8 GB)")
         else:
             why = describe_exit(w.exit_code, w.peak_rss, self.cap_mb)
         try:
-            tail = (run_dir / "worker.log").read_bytes()[-4000:].decode(errors="replace")
-            (run_dir / "error.log").write_text(f"{why}\n\nlast output of the run's process:\n{tail}")
+            tail = (run_dir / "worker.log").read_bytes()[-4000:].decode(errors="replace").strip()
+            (run_dir / "error.log").write_text(why + (f"\n\nlast output of the run's process:\n{tail}\n" if tail
+                                                      else "\n\n(the run's process printed nothing)\n"))
         except OSError:
             pass
         log_line(run_dir, f"failed: {why}")
@@ -222,6 +225,13 @@ class LocalExecutor:
 
     def shutdown(self) -> None:
         pass  # the manager's shutdown stops every run through its control; the watchers then end the processes
+
+
+def _phase(run_dir: Path) -> str:
+    """The phase the run's log last reached ("preparing", "encoding", "training", ...; "" without a log)."""
+    from ..progress import EventTail, summarize
+
+    return summarize(EventTail(run_dir / "events.jsonl").read()).phase or ""
 
 
 def group_rss_bytes(pgid: int) -> int | None:

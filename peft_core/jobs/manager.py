@@ -15,7 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import queue
 from pathlib import Path
 
 from ..callbacks import Control, JsonlLogger, ProgressEvent
@@ -61,7 +61,12 @@ class JobManager(CleanupMixin, TrainedRunsMixin):
                  max_user_disk_mb: float | None = None, executor: str | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.max_concurrent = int(max_concurrent or os.environ.get("PEFT_MAX_CONCURRENT_RUNS", "1"))
+        raw = max_concurrent or os.environ.get("PEFT_MAX_CONCURRENT_RUNS", "1")
+        try:
+            self.max_concurrent = int(str(raw).strip())
+        except ValueError:
+            raise ConfigError(f"PEFT_MAX_CONCURRENT_RUNS={raw!r} must be a whole number of runs, at least 1"
+                              ) from None
         if self.max_concurrent < 1:
             raise JobError(f"PEFT_MAX_CONCURRENT_RUNS must be at least 1, got {self.max_concurrent}")
         self._lock = threading.RLock()
@@ -83,7 +88,13 @@ class JobManager(CleanupMixin, TrainedRunsMixin):
         self.executor = make_executor(executor, self.max_concurrent, runner)
         if runner is None:  # this process still prepares data, predicts and exports on the app's threads
             prime_for_threads()
-        self._pool = ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="peft-run")
+        # daemon threads, one per slot: an app that exits leaves its runs to end with it (a run process ends when
+        # its parent goes) and to be marked interrupted at the next start, instead of waiting for them to finish
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._slots = [threading.Thread(target=self._slot, name=f"peft-run-{i}", daemon=True)
+                       for i in range(self.max_concurrent)]
+        for t in self._slots:
+            t.start()
         queued = self._recover()
         self.cleanup()
         for info in queued:  # queued when the last process stopped: queued again, in their order
@@ -124,7 +135,15 @@ class JobManager(CleanupMixin, TrainedRunsMixin):
         except Exception as e:  # noqa: BLE001 -- a folder edited or damaged by hand: that run fails, with why
             self._end(info.id, failure(self.dir(info.id), e))
             return
-        self._pool.submit(self._execute, info.id, cfg)
+        self._work.put((info.id, cfg))
+
+    def _slot(self) -> None:
+        """A training slot: takes queued runs in order and trains each through the executor; None ends it."""
+        while (item := self._work.get()) is not None:
+            try:
+                self._execute(*item)
+            except Exception:  # noqa: BLE001 -- a bug here must not cost the slot: later runs still train
+                log.exception("recording run %s failed", item[0])
 
     def _write(self, info: JobInfo) -> None:
         path = self.dir(info.id) / "status.json"
@@ -300,8 +319,8 @@ class JobManager(CleanupMixin, TrainedRunsMixin):
         except Exception as e:  # noqa: BLE001 -- the executor itself broke (no process, no cluster): this run fails
             out = failure(self.dir(run_id), e)
         self._end(run_id, out)
-        if out.raised is not None:
-            raise out.raised
+        if out.raised is not None:  # SystemExit & co from a runner on this thread: the run failed; the slot goes on
+            log.warning("run %s: its runner raised %r", run_id, out.raised)
 
     def _end(self, run_id: str, out: Outcome) -> None:
         """Record how the run ended (state, results, error; the trained run kept in memory when there is one).
@@ -336,5 +355,13 @@ class JobManager(CleanupMixin, TrainedRunsMixin):
             if cancel:
                 for c in self._controls.values():
                     c.request_stop()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        while True:  # runs not started yet stay queued on disk (the next manager queues them again)
+            try:
+                self._work.get_nowait()
+            except queue.Empty:
+                break
+        for _ in self._slots:
+            self._work.put(None)
+        for t in self._slots:
+            t.join()
         self.executor.shutdown()

@@ -49,8 +49,8 @@ class Outcome:
         results: the run's results (``records._results``); {} when it has no model.
         error: the message for people (None when finished or cancelled with a model).
         run: the trained :class:`~peft_core.pipeline.Run` when it was trained in this process (never written).
-        raised: a ``SystemExit`` / ``KeyboardInterrupt`` the runner raised (never written): recorded as a failure,
-            then the caller raises it again.
+        raised: a ``SystemExit`` / ``KeyboardInterrupt`` the runner raised (never written): recorded as a failure;
+            the caller decides what else to do (the job manager logs it; a run process exits with status 1).
     """
 
     state: str
@@ -91,8 +91,10 @@ def failure(run_dir: Path, exc: BaseException) -> Outcome:
     """A failed outcome for ``exc``: our own errors (``PeftCoreError``) keep their message; anything else is named
     with its type. Writes ``error.log`` (traceback) and a "failed: ..." log line."""
     if out_of_memory(exc):
-        why = (f"ran out of memory ({type(exc).__name__}: {str(exc)[:160]}){memory_cap_note()}: lower batch_size "
-               "or max_length, train fewer layers, or raise the cap")
+        detail = f"{type(exc).__name__}: {str(exc)[:160]}" if str(exc).strip() else type(exc).__name__
+        cap = memory_cap_note()
+        why = (f"ran out of memory ({detail}){cap}: lower batch_size or max_length, or train fewer layers"
+               + (", or raise the cap" if cap else ""))
     elif isinstance(exc, PeftCoreError):
         why = str(exc)
     else:
@@ -127,7 +129,7 @@ def execute(runner, cfg, run_dir: Path, control: Control) -> Outcome:
 
     Every failure becomes a "failed" outcome (with ``error.log`` and a log line), even ``SystemExit`` and
     ``KeyboardInterrupt``: a run must never stay "running" with nobody training it. Those two are kept in
-    ``Outcome.raised`` for the caller to raise again once the run is recorded. Raises nothing.
+    ``Outcome.raised``. Raises nothing.
     """
     try:
         run = runner(cfg, run_dir, [], control)

@@ -10,7 +10,8 @@ same files in the run folder, so the app reads the run's status, events and outc
 ===========================  =============================  ===================================================
 ``PEFT_RAY_ADDRESS``         (none: a local Ray on this     the cluster's address, e.g. ``10.0.0.5:6379``
                              machine, started by the app)
-``PEFT_RAY_NUM_CPUS``        ``PEFT_THREADS_PER_RUN``       CPUs each run asks for (and its torch threads)
+``PEFT_RAY_NUM_CPUS``        ``PEFT_THREADS_PER_RUN``       CPUs each run asks for (may be fractional; its torch
+                                                            threads: the whole part, at least 1)
 ``PEFT_RAY_NUM_GPUS``        0                              GPUs each run asks for (may be fractional)
 ===========================  =============================  ===================================================
 
@@ -18,6 +19,12 @@ Cancel writes the run's stop file (the run stops within a batch and keeps its be
 ``grace_s`` seconds later is stopped with ``ray.cancel(ref, force=True)``, which kills its worker process. A task
 is never retried (``max_retries=0``): a worker that dies (killed, out of memory, its node lost) fails its run with
 the cause named.
+
+What the ``local`` executor does for a run's process and Ray does not: ``PEFT_RUN_MEMORY_MB`` (Ray's own memory
+monitor kills tasks when a node runs low, ``RAY_memory_usage_threshold``; the run then fails naming Ray's
+``OutOfMemoryError``) and ``PEFT_RUN_NICE``. Ray ends a job's tasks when the app (its driver) disconnects. Without
+``PEFT_RAY_ADDRESS`` the app starts a Ray of its own; if the app is killed with SIGKILL, that Ray's agent processes
+outlive it (``ray stop --force`` ends them): start Ray separately (``ray start --head``) for anything long-lived.
 """
 from __future__ import annotations
 
@@ -74,11 +81,12 @@ class RayExecutor:
         if runner is not None and not isinstance(runner, str):
             raise ConfigError("the ray executor runs a runner on a Ray worker: give it as 'module:function'")
         self.ray, self.runner, self.grace_s = ray, runner, float(grace_s)
-        self.threads = int(_number("PEFT_RAY_NUM_CPUS", threads_per_run(max_concurrent))) or 1
+        self.num_cpus = _number("PEFT_RAY_NUM_CPUS", threads_per_run(max_concurrent))
+        self.threads = max(1, int(self.num_cpus))  # torch threads: whole ones, at least 1
         self.num_gpus = _number("PEFT_RAY_NUM_GPUS", 0)
         address = os.environ.get("PEFT_RAY_ADDRESS", "").strip() or None
         env = {"PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        env |= {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "PEFT_RUN_MEMORY_MB") if k in os.environ}
+        env |= {k: os.environ[k] for k in ("HF_HUB_OFFLINE",) if k in os.environ}
         self._owned = not ray.is_initialized()
         try:
             if self._owned:
@@ -87,7 +95,7 @@ class RayExecutor:
         except Exception as e:  # noqa: BLE001 -- ConnectionError and friends: say where and what to check
             raise ConfigError(f"cannot reach the Ray cluster at {address or 'a new local Ray'} (PEFT_RAY_ADDRESS): "
                               f"{e}") from e
-        self._task = ray.remote(_train_task).options(num_cpus=self.threads, num_gpus=self.num_gpus,
+        self._task = ray.remote(_train_task).options(num_cpus=self.num_cpus, num_gpus=self.num_gpus,
                                                       max_retries=0)
 
     def run(self, run_id: str, run_dir: Path, cfg, control: Control, started: Callable) -> Outcome:

@@ -46,3 +46,17 @@ def memory_cap_mb() -> float:
     if not cap >= 0 or cap == float("inf"):
         raise ConfigError(f"PEFT_RUN_MEMORY_MB={raw!r} must be a number of MB (0: no cap)")
     return cap
+
+
+def run_nice() -> str:
+    """``PEFT_RUN_NICE``: "idle" or a whole number 0-19 (default "10"), as the worker reads it.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    raw = os.environ.get("PEFT_RUN_NICE", "").strip() or "10"
+    if raw != "idle" and not (raw.isdigit() and int(raw) <= 19):
+        raise ConfigError(f"PEFT_RUN_NICE={raw!r} must be a whole number from 0 to 19 (how much lower run processes' "
+                          "CPU priority is than the app's) or 'idle'")
+    return raw
+
