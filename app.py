@@ -28,6 +28,7 @@ import gradio as gr  # noqa: E402
 import app_files as files  # noqa: E402
 import app_form as form  # noqa: E402
 import app_layout as layout  # noqa: E402
+import app_score as score  # noqa: E402
 import app_state as state  # noqa: E402
 from app_components import _image_or_message, _links_only, _type_checked_by_reader, quiet_console  # noqa: E402
 from app_data import (balance_title, config_to_form, count_trainable, load_data, load_preview,  # noqa: E402,F401
@@ -63,6 +64,7 @@ def build_demo() -> gr.Blocks:
         h = layout.history()
         timer = gr.Timer(1.0)
         _links_only(u["bundle"]), _links_only(h["config_dl"]), _links_only(t["predictions_dl"])
+        _links_only(u["score_dl"]), _type_checked_by_reader(u["score_in"])
         _image_or_message(u["image_in"])
         _type_checked_by_reader(d["train_file"]), _type_checked_by_reader(d["test_file"])
         _wire_data_and_method(d, u)
@@ -159,6 +161,11 @@ def _wire_try_it(owner, t, u) -> None:
     image = [owner, t["run"], u["image_in"]]
     u["try_img_btn"].click(try_image, image, u["label_out"], api_name="predict_image", concurrency_limit=None
                            ).success(try_image_details, image, details, concurrency_limit=None, **PRIVATE)
+    scored = [u["score_dl"], u["eval_md"], u["eval_table"]]
+    u["score_btn"].click(score.score_file, [owner, t["run"], u["score_in"]], scored, api_name="score_file",
+                         concurrency_id="score", concurrency_limit=1)
+    u["eval_btn"].click(score.evaluate_file, [owner, t["run"], u["score_in"]], scored, api_name="evaluate_file",
+                        concurrency_id="score", concurrency_limit=1)
 
 
 demo = build_demo()

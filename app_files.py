@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Callable
 
 ROUTE = "/peft/download"
-DOWNLOADABLE = ("bundle-fp32.zip", "bundle-int8.zip", "config.json", "predictions.csv")  # names a link may name
+DOWNLOADABLE = ("bundle-fp32.zip", "bundle-int8.zip", "config.json", "predictions.csv",
+                "scored.csv")  # names a link may name
 DEFAULT_LINK_TTL_S = 3600.0
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 log = logging.getLogger("peft_app")

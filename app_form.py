@@ -164,7 +164,9 @@ def shown(manager, info: JobInfo | None) -> dict:
     out = {"use_col": gr.update(visible=has_model), "use_note": gr.update(visible=not has_model),
            "cancel_btn": gr.update(interactive=bool(info and info.state in ("queued", "running"))),
            "delete_btn": gr.update(interactive=bool(info and info.state in TERMINAL)),
-           "restart_btn": gr.update(visible=bool(info and info.state == "interrupted"))}
+           "restart_btn": gr.update(visible=bool(info and info.state == "interrupted")),
+           # another run (or state): an earlier file's score or evaluation is not this run's
+           "score_dl": gr.update(value=None, visible=False), "eval_md": "", "eval_table": gr.update(visible=False)}
     spec = run_task(manager.dir(info.id)) if has_model else None
     if spec is None:
         return out

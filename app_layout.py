@@ -218,6 +218,19 @@ def use():
         with gr.Row():
             w["try_btn"] = gr.Button("Predict", elem_id="try-btn")
             w["try_img_btn"] = gr.Button("Predict the image", visible=False, elem_id="try-img-btn")
+        gr.Markdown("### Score or evaluate a file\nA table with the run's text column(s), or a zip of images. "
+                    "*Score* adds the run's prediction to every row; *Evaluate* takes a labelled file like the "
+                    "training file and reports it as the held-out split was reported.")
+        with gr.Row():
+            w["score_in"] = gr.File(label="File to score or evaluate", type="filepath", scale=3, elem_id="score-in",
+                                    file_types=[".csv", ".tsv", ".txt", ".json", ".jsonl", ".parquet", ".zip"])
+            with gr.Column(scale=1):
+                w["score_btn"] = gr.Button("Score the file", elem_id="score-btn")
+                w["eval_btn"] = gr.Button("Evaluate on the file (labelled)", elem_id="eval-btn")
+        w["score_dl"] = gr.DownloadButton("Download the scored file (scored.csv)", visible=False, elem_id="score-dl")
+        w["eval_md"] = gr.Markdown(elem_id="eval-md")
+        w["eval_table"] = gr.Dataframe(label="Held-out style metrics on the file", interactive=False, visible=False,
+                                       elem_id="eval-table")
         gr.Markdown("### Export\nONNX export of the run selected in step 3, then a parity check against PyTorch on "
                     "held-out rows. The bundle is offered only if parity passes (max |Δlogit| ≤ 1e-4, same labels).")
         w["export_btn"] = gr.Button("Export ONNX bundle", variant="primary", elem_id="export-btn")

@@ -141,7 +141,8 @@ def _per_class_label(table) -> str:
 POLL_OUTPUTS = ["status", "loss_plot", "val_plot", "log", "metrics", "per_class", "eval_img", "history", "run",
                 "compare_pick", "config_dl", "miss_img", "live_col", "results_col", "cancel_btn", "delete_btn",
                 "restart_btn", "use_col", "use_note", "runs_col", "quota_md", "eval_notes", "mistakes",
-                "predictions_dl", "text_in", "text_pair_in", "label_out", "try_table", "try_md"]
+                "predictions_dl", "text_in", "text_pair_in", "label_out", "try_table", "try_md", "score_dl", "eval_md",
+                "eval_table"]
 
 
 def poll(owner, run_id, view, request: gr.Request = None):

@@ -1,4 +1,5 @@
-"""Headless entry point: ``python -m peft_core train --data FILE --method head --out DIR --export``.
+"""Headless entry point: ``python -m peft_core train --data FILE --method head --out DIR --export``; the verbs
+over saved runs (``predict``, ``evaluate``, ``export``, ``runs``) are in ``peft_core.cli_runs``.
 
 It builds the same RunConfig the app builds, calls the same core functions, and prints the same report: data
 summary, trainable parameters, progress bars on stderr (one per phase: "preparing", "encoding" when frozen
@@ -20,6 +21,7 @@ import signal
 import sys
 import threading
 
+from .cli_runs import COMMANDS, add_parsers, print_export
 from .errors import PeftCoreError, RunCancelled
 from .methods import METHODS
 from .tasks import TASKS
@@ -73,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--lora-alpha", type=float, default=16.0)
     m.add_argument("--lora-dropout", type=float, default=0.1)
     m.add_argument("--lora-targets", default="", help="comma-separated module names (default: per model)")
+    add_parsers(sub)
     return ap
 
 
@@ -145,13 +148,7 @@ def cmd_train(args) -> int:
               + ("; no export" if args.export else ""), file=sys.stderr)
         return 130
     if args.export and main:
-        res = export_run(run, callbacks=[bar])  # a bar per export phase (exporting, parity, int8, bundle)
-        print("== Export\n" + res.parity.to_table().to_string(index=False))
-        print(res.message)
-        if res.bundle is None:
-            return 1
-        for precision, path in res.bundles.items():
-            print(f"Bundle ({precision}{', default' if path == res.bundle else ''}): {path}")
+        return print_export(export_run(run, callbacks=[bar]))  # a bar per export phase
     return 0
 
 
@@ -201,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()  # weight loading/saving bars would drown the report
     try:
-        return {"train": cmd_train}[args.command](args)
+        return ({"train": cmd_train} | COMMANDS)[args.command](args)
     except RunCancelled as e:
         print(f"cancelled: {e}", file=sys.stderr)
         return 130

@@ -105,6 +105,17 @@ def test_upload_train_watch_export_download_and_run_the_bundle(browser, url, sms
     expect(page.locator("#run-log textarea")).to_have_value(re.compile("training finished after"))
     shot(page, "3_finished_results")
 
+    # score and evaluate a file with the run (the same core as the CLI's predict / evaluate verbs)
+    page.locator("#score-in input[type=file]").set_input_files(str(sms_csv))
+    page.locator("#score-btn").click()
+    expect(page.locator("#eval-md")).to_contain_text("Scored 400 rows of sms_sample_400.csv", timeout=60_000)
+    expect(page.locator("#score-dl")).to_be_visible()
+    page.locator("#eval-btn").click()
+    expect(page.locator("#eval-md")).to_contain_text("(400 rows)", timeout=60_000)
+    expect(page.locator("#eval-table")).to_contain_text("macro-F1")
+    page.locator("#eval-md").scroll_into_view_if_needed()
+    shot(page, "3b_scored_and_evaluated")
+
     used = lambda: int(re.search(r"use ([\d,]+) MB", page.locator("#quota").inner_text()).group(1).replace(",", ""))  # noqa: E731
     before = used()
     page.locator("#export-btn").click()
