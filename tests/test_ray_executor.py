@@ -26,16 +26,19 @@ def cluster(tmp_path_factory):
     ray_bin = Path(sys.executable).with_name("ray")
     port = free_port()
     tmp = tmp_path_factory.mktemp("ray")
+    # a HOME of its own: Ray keeps state in ~/.ray (an auth token another Ray on this machine left there made the
+    # driver's connection fail with "Authentication token is missing or incorrect")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HOME", str(tmp))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
     subprocess.run([str(ray_bin), "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
                     "--object-store-memory=100000000", f"--temp-dir={tmp}", "--disable-usage-stats"],
                    check=True, env=env, capture_output=True, timeout=120)
-    mp = pytest.MonkeyPatch()
     mp.setenv("PEFT_RAY_ADDRESS", f"127.0.0.1:{port}")
     yield f"127.0.0.1:{port}"
-    mp.undo()
     if ray.is_initialized():
         ray.shutdown()
+    mp.undo()
     subprocess.run([str(ray_bin), "stop", "--force"], env=env, capture_output=True, timeout=120)
     shutil.rmtree(tmp, ignore_errors=True)
 
