@@ -143,11 +143,11 @@ def run_rows(root: Path) -> list[dict]:
             elif report.is_file():
                 from .tasks import report_from_dict
 
-                ev = report_from_dict(json.loads(report.read_text())["evaluation"])
+                saved = json.loads(report.read_text())["evaluation"]
+                ev = report_from_dict(saved)
                 cfg = json.loads((d / "config.json").read_text())["run"] if (d / "config.json").is_file() else {}
-                row |= {"method": cfg.get("method", ""), "task": json.loads(report.read_text())["evaluation"].get(
-                            "task", "single_label"), "score": ev.headline, "baseline": ev.baseline_headline,
-                        "metric": ev.headline_name}
+                row |= {"method": cfg.get("method", ""), "task": saved.get("task", "single_label"),
+                        "score": ev.headline, "baseline": ev.baseline_headline, "metric": ev.headline_name}
         except (OSError, ValueError, KeyError, TypeError):
             row["state"] = "unreadable"
         rows.append(row)

@@ -8,10 +8,9 @@
 ``ray``      each run is a Ray task on a Ray cluster (``peft_core.jobs.ray_executor``; optional extra)
 ===========  ===================================================================================================
 
-An executor's ``run(run_id, run_dir, cfg, control, started)`` trains one run and blocks until it has ended,
-returning its :class:`~peft_core.jobs.outcome.Outcome`; the job manager calls it on one of its
-``max_concurrent`` worker threads, so the manager's queue decides what runs when, whatever the executor.
-``started(pid)`` is called once the run is under way (``pid`` of its process, or None). ``control`` is the run's
+An executor's ``run(run_id, run_dir, cfg, control)`` trains one run and blocks until it has ended, returning
+its :class:`~peft_core.jobs.outcome.Outcome`; the job manager calls it on one of its ``max_concurrent`` training
+slots (threads), so the manager's queue decides what runs when, whatever the executor. ``control`` is the run's
 stop flag: each executor turns it into a stop request the run sees within a batch, and stops the run by force if it
 has not ended ``grace_s`` seconds later (a run stuck in one long step).
 """
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from ..callbacks import Control
 from ..errors import ConfigError
-from .outcome import STOP_FILE, WORKER_FILE, Outcome, execute, log_line
+from .outcome import STOP_FILE, Outcome, clear_run_files, execute, forced_cancel, log_line
 from .settings import DEFAULT_GRACE_S, ROOT, memory_cap_mb, run_nice, threads_per_run
 
 KILL_AFTER_S = 5.0  # after SIGTERM, SIGKILL
@@ -70,8 +69,7 @@ class ThreadExecutor:
     def __init__(self, max_concurrent: int = 1, runner: Callable | None = None) -> None:
         self.runner = runner
 
-    def run(self, run_id: str, run_dir: Path, cfg, control: Control, started: Callable) -> Outcome:
-        started(None)
+    def run(self, run_id: str, run_dir: Path, cfg, control: Control) -> Outcome:
         if self.runner is None:
             from ..pipeline import fine_tune as runner
         else:
@@ -159,16 +157,14 @@ class LocalExecutor:
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
         return env
 
-    def run(self, run_id: str, run_dir: Path, cfg, control: Control, started: Callable) -> Outcome:
+    def run(self, run_id: str, run_dir: Path, cfg, control: Control) -> Outcome:
         run_dir = Path(run_dir)
-        for name in (STOP_FILE, "outcome.json", WORKER_FILE):
-            (run_dir / name).unlink(missing_ok=True)
+        clear_run_files(run_dir)
         cmd = [sys.executable, "-m", "peft_core.jobs.worker", str(run_dir)]
         cmd += ["--runner", self.runner] if self.runner else []
         with open(run_dir / "worker.log", "ab") as out:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True, env=self._env(), cwd=ROOT)
-        started(proc.pid)
         w = self._watch(proc, run_dir, control)
         proc.returncode = w.exit_code  # reaped here (os.wait4): Popen must not wait for it again
         _killpg(proc.pid, signal.SIGKILL)  # anything the run started and left behind
@@ -176,10 +172,7 @@ class LocalExecutor:
         if out is not None:
             return out
         if w.forced:
-            why = (f"cancelled: the run did not stop within {self.grace_s:g} s of the request (stuck in one long "
-                   "step), so its process was ended; there is no model to offer")
-            log_line(run_dir, why)
-            return Outcome("cancelled", {}, why)
+            return forced_cancel(run_dir, self.grace_s, "its process was ended")
         if w.over_cap is not None:
             why = (f"the run passed its memory cap: its processes held {_gb(w.over_cap)} of memory (resident), "
                    f"cap {_gb(self.cap_mb * 1e6)} (PEFT_RUN_MEMORY_MB), so they were killed"

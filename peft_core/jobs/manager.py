@@ -315,7 +315,7 @@ class JobManager(CleanupMixin, TrainedRunsMixin):
             self._write(info)
             control = self._controls[run_id]
         try:
-            out = self.executor.run(run_id, self.dir(run_id), cfg, control, lambda pid: None)
+            out = self.executor.run(run_id, self.dir(run_id), cfg, control)
         except Exception as e:  # noqa: BLE001 -- the executor itself broke (no process, no cluster): this run fails
             out = failure(self.dir(run_id), e)
         self._end(run_id, out)

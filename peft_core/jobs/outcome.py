@@ -87,6 +87,21 @@ def log_line(run_dir: Path, message: str) -> None:
         log.exception("could not write to the log of run %s: %s", Path(run_dir).name, message)
 
 
+def clear_run_files(run_dir: Path) -> None:
+    """Remove what an earlier try of the run left for its executor (stop request, outcome, worker record)."""
+    for name in (STOP_FILE, OUTCOME_FILE, WORKER_FILE):
+        (Path(run_dir) / name).unlink(missing_ok=True)
+
+
+def forced_cancel(run_dir: Path, grace_s: float, how: str) -> Outcome:
+    """The outcome of a run stopped by force after a stop request went unanswered for ``grace_s`` seconds
+    (``how``: what was done, e.g. "its process was ended"), with the same line in its log."""
+    why = (f"cancelled: the run did not stop within {grace_s:g} s of the request (stuck in one long step), so "
+           f"{how}; there is no model to offer")
+    log_line(run_dir, why)
+    return Outcome("cancelled", {}, why)
+
+
 def failure(run_dir: Path, exc: BaseException) -> Outcome:
     """A failed outcome for ``exc``: our own errors (``PeftCoreError``) keep their message; anything else is named
     with its type. Writes ``error.log`` (traceback) and a "failed: ..." log line."""

@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from ..callbacks import Control
 from ..errors import ConfigError
 from .settings import DEFAULT_GRACE_S, ROOT, threads_per_run
-from .outcome import STOP_FILE, WORKER_FILE, Outcome, log_line
+from .outcome import STOP_FILE, Outcome, clear_run_files, forced_cancel, log_line
 
 
 def _train_task(run_dir: str, runner: str | None, threads: int) -> dict:
@@ -98,12 +97,10 @@ class RayExecutor:
         self._task = ray.remote(_train_task).options(num_cpus=self.num_cpus, num_gpus=self.num_gpus,
                                                       max_retries=0)
 
-    def run(self, run_id: str, run_dir: Path, cfg, control: Control, started: Callable) -> Outcome:
+    def run(self, run_id: str, run_dir: Path, cfg, control: Control) -> Outcome:
         ray, run_dir = self.ray, Path(run_dir)
-        for name in (STOP_FILE, "outcome.json", WORKER_FILE):
-            (run_dir / name).unlink(missing_ok=True)
+        clear_run_files(run_dir)
         ref = self._task.remote(str(run_dir), self.runner, self.threads)
-        started(None)
         asked = forced = None
         while not ray.wait([ref], timeout=0.2)[0]:
             now = time.monotonic()
@@ -123,10 +120,7 @@ class RayExecutor:
 
     def _died(self, run_dir: Path, exc: Exception, forced: bool) -> Outcome:
         if forced:
-            why = (f"cancelled: the run did not stop within {self.grace_s:g} s of the request (stuck in one long "
-                   "step), so its Ray task was cancelled; there is no model to offer")
-            log_line(run_dir, why)
-            return Outcome("cancelled", {}, why)
+            return forced_cancel(run_dir, self.grace_s, "its Ray task was cancelled")
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         why = f"the Ray worker training this run died ({type(exc).__name__}: {first})"
         try:
