@@ -339,7 +339,7 @@ class JobManager(CleanupMixin, TrainedRunsMixin):
                 log.exception("could not write the status of run %s (%s)", run_id, out.state)
 
     def wait(self, token: str, run_id: str, timeout_s: float = 600, poll_s: float = 0.1) -> JobInfo:
-        """Block until the run is finished / failed / cancelled. Raises TimeoutError after ``timeout_s``."""
+        """Block until the run has ended (a state of ``TERMINAL``). Raises TimeoutError after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while (info := self.get(token, run_id)).state not in TERMINAL:
             if time.monotonic() > deadline:

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..callbacks import Control, JsonlLogger, ProgressEvent
-from ..errors import PeftCoreError, RunCancelled
+from ..errors import ConfigError, PeftCoreError, RunCancelled
 from .records import _results
+from .settings import memory_cap_mb
 
 log = logging.getLogger("peft_core.jobs")
 
@@ -132,11 +133,13 @@ def out_of_memory(exc: BaseException) -> bool:
 
 
 def memory_cap_note() -> str:
-    """", over the per-run memory cap of N MB (PEFT_RUN_MEMORY_MB)" when a cap is set in this process, else ""."""
-    import os
-
-    cap = os.environ.get("PEFT_RUN_MEMORY_MB", "").strip()
-    return f", over the per-run memory cap of {cap} MB (PEFT_RUN_MEMORY_MB)" if cap not in ("", "0") else ""
+    """", over the per-run memory cap of N MB (PEFT_RUN_MEMORY_MB)" when a cap is set in this process (read as
+    ``settings.memory_cap_mb`` reads it), else ""."""
+    try:
+        cap = memory_cap_mb()
+    except ConfigError:  # the app refuses a bad value at start; here it only words a message
+        return ""
+    return f", over the per-run memory cap of {cap:g} MB (PEFT_RUN_MEMORY_MB)" if cap else ""
 
 
 def execute(runner, cfg, run_dir: Path, control: Control) -> Outcome:
