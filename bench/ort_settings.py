@@ -49,7 +49,7 @@ def main() -> None:
             o.graph_optimization_level, o.intra_op_num_threads = level, threads
             for k, v in entries.items():
                 o.add_session_config_entry(k, v)
-            return ort.InferenceSession(str(folder / "model.onnx"), o, providers=["CPUExecutionProvider"],
+            return ort.InferenceSession(pred.model_path, o, providers=["CPUExecutionProvider"],
                                         disabled_optimizers=mod.DISABLED_OPTIMIZERS if fusions_off else [])
 
         dz = {"session.set_denormal_as_zero": "1"}

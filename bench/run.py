@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+EAGER = "PyTorch eager"
 
 
 def _data(args):
@@ -143,7 +144,7 @@ def inference(args, data) -> dict:
             with torch.no_grad():
                 return run.model(**batch_inputs(run.tokenizer, batch, args.max_length)).argmax(-1).numpy()
 
-        engines = {"PyTorch eager": eager}
+        engines = {EAGER: eager}
         for precision, path in res.bundles.items():
             folder = extract_bundle(path, Path(tmp) / precision)
             sys.path.insert(0, str(folder))
@@ -154,9 +155,10 @@ def inference(args, data) -> dict:
             sys.path.pop(0)
             p = predict.Predictor(folder)
             engines[f"bundle {precision}"] = lambda batch, p=p: p.predict(batch, batch_size=64)[0]
+        engines.update(_anchors(run, args, Path(tmp), predict, folder))
         for name, fn in engines.items():
             def run_all(rows, name=name, fn=fn):
-                if name == "PyTorch eager":  # the standard stack: batches of 64 in test order
+                if name == EAGER:  # the standard stack: batches of 64 in test order
                     return np.concatenate([fn(rows[i:i + 64]) for i in range(0, len(rows), 64)])
                 return fn(rows)  # the bundle as shipped: predict.py gets the list and sorts it into batches itself
 
@@ -177,6 +179,18 @@ def inference(args, data) -> dict:
             acc = float((run_all(everything) == np.asarray(data.splits["test"]["label"])).mean())
             out[name] = {"p50_ms": 1000 * float(np.median(lat)), "per_s_b64": tput, "accuracy": acc}
     return out
+
+
+def _anchors(run, args, tmp: Path, predict, folder: Path) -> dict:
+    """The Optimum-style anchor (``bench/ort_anchor.py``: plain export, ONNX Runtime's transformer optimizer at O2,
+    dynamic int8) as an Optimum pipeline runs it (batches of 64 in the given order), and the same graph in the
+    bundle's own batching (``predict.Predictor`` of the last bundle module loaded, reading the anchor graph)."""
+    from ort_anchor import AnchorEngine, build_anchor  # bench/ is on sys.path when this script runs
+
+    graph = build_anchor(run.model, run.tokenizer, tmp / "anchor", args.max_length, "O2")
+    p = predict.Predictor(folder, model_file=str(graph))
+    return {"Optimum-style O2 + dynamic int8, pipeline batches": AnchorEngine(graph, run.tokenizer, args.max_length),
+            "Optimum-style O2 + dynamic int8, predict.py batching": lambda b, p=p: p.predict(b, batch_size=64)[0]}
 
 
 def flop_floor(args, data) -> dict:
@@ -249,7 +263,7 @@ def main() -> None:
                     f"{t['accuracy']:.4f} | {o['accuracy']:.4f} | {t['peak_rss_mb']:.0f} / {o['peak_rss_mb']:.0f} | "
                     f"{_floor_seconds(method, args.epochs, fl):.1f} |")
     inf = inference(args, data)
-    eager = inf["PyTorch eager"]
+    eager = inf[EAGER]
     lines = [f"Data: {Path(args.data).name} ({sum(len(v) for v in data.splits.values())} rows: "
              f"{', '.join(f'{k} {len(v)}' for k, v in data.splits.items())}); {args.epochs} epochs, batch 32, "
              f"max_length {args.max_length}; {os.cpu_count()} CPUs; matmul {fl['matmul_gflops']:.0f} GFLOP/s; "

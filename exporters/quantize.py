@@ -5,6 +5,9 @@ lookup stays fp32 (quantizing it cost accuracy here, ../shared/docs/GOTCHAS.md).
 the whole held-out split in the task kind's gate metric (``TaskKind.int8_verdict``: single-label accuracy within 1
 point of fp32, multi-label micro-F1 within 1 point, regression RMSE at most 2 % above fp32's), beside how often it
 agrees with fp32's predictions. It becomes the bundle's default only if the kind accepts it.
+
+Dynamic int8 is the export's fallback: static int8, calibrated on training rows and batch-independent, is tried
+first (``quantize_static.choose_int8``); :class:`QuantReport` records which ``mode`` was chosen.
 """
 from __future__ import annotations
 
@@ -41,9 +44,14 @@ class QuantReport:
     def __init__(self, path: str, fp32_bytes: int, int8_bytes: int, rows: int, verdict: Int8Verdict | None = None,
                  max_abs_diff: float = math.nan, seconds: float = 0.0, *, fp32_accuracy: float | None = None,
                  int8_accuracy: float | None = None, label_agreement: float | None = None,
-                 max_accuracy_drop: float = DEFAULT_MAX_DROP):
+                 max_accuracy_drop: float = DEFAULT_MAX_DROP, mode: str = "dynamic", batch: dict | None = None,
+                 calibration: dict | None = None):
         """Give ``verdict``, or (as before task kinds) ``fp32_accuracy`` / ``int8_accuracy`` / ``label_agreement``
         fractions, judged as single-label: acceptable when int8 loses at most ``max_accuracy_drop``.
+        ``mode``: "dynamic" or "static" (calibrated); ``batch``: the one-at-a-time vs bulk check
+        (``quantize_static.BatchCheck.to_dict()``: rows, max_abs_diff, flips, bulk_batch, independent; None: not
+        checked); ``calibration``: static int8's ``StaticInfo.to_dict()`` (None for dynamic). ``tried``: reports
+        (dicts) of int8 modes tried before this one and not chosen, set by the caller.
         Raises:
             ValueError: neither a verdict nor the three accuracies."""
         if verdict is None:
@@ -54,6 +62,12 @@ class QuantReport:
                                   fp32_accuracy - int8_accuracy <= max_accuracy_drop + 1e-12)
         self.path, self.fp32_bytes, self.int8_bytes, self.rows = path, fp32_bytes, int8_bytes, rows
         self.verdict, self.max_abs_diff, self.seconds = verdict, max_abs_diff, seconds
+        self.mode, self.batch, self.calibration, self.tried = mode, batch, calibration, []
+
+    @property
+    def batch_independent(self) -> bool | None:
+        """Whether a row's outputs were the same one at a time as in bulk (None: not checked)."""
+        return None if self.batch is None else bool(self.batch["independent"])
 
     @property
     def metric(self) -> str:
@@ -92,14 +106,17 @@ class QuantReport:
 
     def to_dict(self) -> dict:
         """JSON-ready: sizes, rows, the gate (``metric``, ``fp32_score``, ``int8_score``, ``agreement``,
-        ``agreement_means``, ``limit``, ``unit``, ``acceptable``), max |Δlogit|, seconds; with accuracy as the gate
+        ``agreement_means``, ``limit``, ``unit``, ``acceptable``), max |Δlogit|, seconds, ``mode`` ("static" /
+        "dynamic"), ``batch_independent``, ``batch_check``, ``calibration`` (rows, method, seconds...), ``tried``;
+        with accuracy as the gate
         also the names reports had before task kinds (``fp32_accuracy``, ``int8_accuracy``, ``label_agreement``, ``accuracy_drop``)."""
         v = self.verdict
         d = {"path": self.path, "fp32_bytes": self.fp32_bytes, "int8_bytes": self.int8_bytes, "rows": self.rows,
              "metric": v.metric, "fp32_score": v.fp32, "int8_score": v.int8, "agreement": v.agreement,
              "limit": v.limit, "unit": v.unit, "agreement_means": v.agreement_means, "acceptable": self.acceptable,
-             "max_abs_diff": self.max_abs_diff,
-             "seconds": self.seconds}
+             "max_abs_diff": self.max_abs_diff, "seconds": self.seconds, "mode": self.mode,
+             "batch_independent": self.batch_independent, "batch_check": self.batch,
+             "calibration": self.calibration, "tried": self.tried}
         if self.fp32_accuracy is not None:
             d |= {"fp32_accuracy": self.fp32_accuracy, "int8_accuracy": self.int8_accuracy,
                   "label_agreement": self.label_agreement, "accuracy_drop": self.accuracy_drop}
@@ -123,8 +140,11 @@ class QuantReport:
         v = self.verdict
         verdict = "offered as the default download" if self.acceptable else \
             f"FLAGGED: the rule is {v.limit}, so fp32 stays the default"
-        return (f"int8: held-out {v.metric} {v.int8:.4f} vs fp32 {v.fp32:.4f} ({self.change()}); int8 gives "
-                f"{v.agreement_means} on {100 * v.agreement:.2f}% of {self.rows} rows; {verdict}.")
+        how = {"static": "static, calibrated"}.get(self.mode, self.mode) + (
+            "" if self.batch_independent is None else
+            ", batch-independent" if self.batch_independent else ", outputs shift with the batch")
+        return (f"int8: ({how}) held-out {v.metric} {v.int8:.4f} vs fp32 {v.fp32:.4f} ({self.change()}); int8 "
+                f"gives {v.agreement_means} on {100 * v.agreement:.2f}% of {self.rows} rows; {verdict}.")
 
 
 def quantizable_share(onnx_path: str | Path) -> float:

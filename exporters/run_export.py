@@ -24,24 +24,29 @@ from peft_core.pipeline import ExportResult, Run, data_modality, versions
 from peft_core.splits import split_inputs
 
 from .bundle import build_bundle
+from .hf_config import FORMAT
 from .onnx import export_onnx
 from .parity import check_parity
-from .quantize import check_int8, quantizable_share, quantize_int8
+from .quantize import quantizable_share
+from .quantize_static import choose_int8
 
-#: below this share of weights in MatMul/Gemm, dynamic int8 leaves most of the model fp32 (MiniLM: 0.47)
+#: below this share of weights in MatMul/Gemm, dynamic int8 leaves most of the model fp32 (MiniLM: 0.47), so it is
+#: not tried as the fallback of static int8
 MIN_QUANTIZABLE_SHARE = 0.2
 
 
 def bundle_config(run: Run, onnx_export, parity) -> dict:
-    """The ``config.json`` written into the bundle: format, modality, the task spec (``TaskSpec.to_dict()``: kind,
-    problem_type, id2label, num_labels, thresholds, target_mean / target_std, text_column / text_pair_column,
-    input_kind), preprocessing (max_length and padding token, or the image preprocessing), ONNX inputs, base
-    model, method and hyper-parameters, parameter counts, data, held-out metrics (the kind's report), parity and
-    package versions."""
+    """This project's part of the bundle's ``config.json`` (its ``"peft_onnx_bundle"`` entry, see
+    ``exporters.hf_config``): format, modality, the task spec (``TaskSpec.to_dict()``: kind, problem_type,
+    id2label, num_labels, thresholds, target_mean / target_std, text_column / text_pair_column, input_kind),
+    preprocessing (max_length and padding token, or the image preprocessing), ONNX inputs, base model, method and
+    hyper-parameters, parameter counts, data, held-out metrics (the kind's report), parity and package versions;
+    ``hf_base_config`` (the base model's own ``PretrainedConfig`` as a dict) is taken out by ``build_bundle`` for
+    the config's top level."""
     tok, image, task = run.tokenizer, data_modality(run.data) == "image", run.data.task.to_dict()
     inputs = ({"preprocessing": tok.to_dict()} if image else
               {"max_length": run.train_config.max_length, "pad_token": tok.pad_token, "pad_token_id": tok.pad_token_id})
-    return {"format": "peft-onnx-bundle/1", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    return {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "modality": "image" if image else "text",
             "task": task, "id2label": task["id2label"], "problem_type": task["problem_type"], **inputs,
             "input_names": onnx_export.input_names, "onnx": onnx_export.to_dict() | {"path": "model.onnx"},
@@ -52,14 +57,15 @@ def bundle_config(run: Run, onnx_export, parity) -> dict:
             "metrics": run.eval_report.to_dict(),
             "parity": {"passed": parity.passed, "max_abs_diff": parity.max_abs_diff,
                        "argmax_agreement": parity.argmax_agreement, "summary": parity.summary()},
-            "versions": versions()}
+            "versions": versions(), "hf_base_config": run.model.backbone.config.to_dict()}
 
 
 def export_run(run: Run, parity_rows: int = 68, int8: bool = True,
                callbacks: Sequence[Callback] = ()) -> ExportResult:
     """Export ``run`` to ONNX, check parity on its held-out rows, and, if parity passed, write
-    ``bundle-fp32.zip`` and (with ``int8``) a dynamically quantized ``bundle-int8.zip`` judged on the whole
-    held-out split by the run's task kind. ``callbacks`` get "phase" events
+    ``bundle-fp32.zip`` and (with ``int8``) ``bundle-int8.zip``: static int8 calibrated on the training rows
+    (batch-independent), or dynamic int8 when static fails the gate and dynamic passes, judged on the whole
+    held-out split by the run's task kind (see :func:`_int8`). ``callbacks`` get "phase" events
     (:class:`~peft_core.callbacks.Phase`): "exporting" (0/1, 1/1), "parity" (rows compared), "int8" (rows
     scored), "bundle" (zips written).
 
@@ -108,17 +114,9 @@ def _export(run: Run, texts, labels, max_length: int, out: Path, parity_rows: in
     (out / "parity.json").write_text(json.dumps(parity.to_dict(), indent=2))
     if not parity.passed:
         return ExportResult(onnx_export, parity, None, "No bundle: " + parity.summary())
-    quant, note = None, ""
-    share = quantizable_share(onnx_export.path) if int8 else 1.0
-    if share < MIN_QUANTIZABLE_SHARE:
-        int8, note = False, (" No int8 bundle: dynamic int8 quantization covers MatMul/Gemm weights, only "
-                             f"{100 * share:.2g}% of this model's; its convolutions stay fp32.")
+    quant, note, q_path = None, "", out / "model.int8.onnx"
     if int8:
-        phase = Phase(emit, "int8", len(texts)).start()
-        q_path = quantize_int8(onnx_export.path, out / "model.int8.onnx")
-        quant = check_int8(onnx_export.path, q_path, run.tokenizer, texts, labels, max_length, run.data.task,
-                           progress=phase)
-        (out / "int8.json").write_text(json.dumps(quant.to_dict(), indent=2))
+        quant, note = _int8(run, onnx_export.path, q_path, texts, labels, max_length, Phase(emit, "int8", len(texts)))
     cfg = bundle_config(run, onnx_export, parity)
     todo = {"fp32": (onnx_export.path, cfg | {"precision": "fp32"})}
     if quant is not None and quant.finite:  # an int8 model with NaN / inf outputs is not bundled
@@ -131,6 +129,19 @@ def _export(run: Run, texts, labels, max_length: int, out: Path, parity_rows: in
     message = (parity.summary() + (" " + quant.summary() if quant is not None else "") + note + " "
                + download_sizes(bundles, default))
     return ExportResult(onnx_export, parity, bundles[default], message, quant, bundles)
+
+
+def _int8(run: Run, fp32_path: Path, q_path: Path, texts, labels, max_length: int, phase: Phase) -> tuple:
+    """The int8 step: static int8 calibrated on the run's training inputs, dynamic int8 as the fallback where the
+    graph's weights sit mostly in MatMul / Gemm (``quantize_static.choose_int8``); writes ``int8.json`` next to
+    ``q_path``. Returns ``(QuantReport or None, note for the message)``."""
+    phase.start()
+    dynamic_ok = quantizable_share(fp32_path) >= MIN_QUANTIZABLE_SHARE
+    quant, note = choose_int8(fp32_path, q_path, run.tokenizer, split_inputs(run.data.splits["train"]), texts, labels,
+                              max_length, run.data.task, progress=phase, dynamic_ok=dynamic_ok)
+    if quant is not None:
+        (q_path.parent / "int8.json").write_text(json.dumps(quant.to_dict(), indent=2))
+    return quant, note
 
 
 def download_sizes(bundles: dict, default: str) -> str:

@@ -51,7 +51,7 @@ class EvalReport:
     def _macro_name(self) -> str:
         if self.macro_over is None or self.macro_over == len(self.labels):
             return "macro-F1"
-        return f"macro-F1 (over the {self.macro_over} of {len(self.labels)} classes in the {self.split} split)"
+        return f"macro-F1 (over the {self.macro_over} of {len(self.labels)} classes {within_split(self.split)})"
 
     def metrics_table(self) -> pd.DataFrame:
         """Model vs majority baseline: rows accuracy / macro-F1 (the name says when the average leaves out
@@ -66,10 +66,26 @@ class EvalReport:
 
     def to_markdown(self) -> str:
         """The scores in one line, then the notes (classes left out of the macro averages)."""
-        head = (f"Held-out {self.split} ({self.n} rows): accuracy **{self.accuracy:.4f}**, {self._macro_name()} "
+        head = (f"{split_scope(self.split)} ({self.n} rows): accuracy **{self.accuracy:.4f}**, {self._macro_name()} "
                 f"**{self.macro_f1:.4f}**; majority baseline (always '{self.baseline_label}'): accuracy "
                 f"{self.baseline_accuracy:.4f}, macro-F1 {self.baseline_macro_f1:.4f}.")
         return "\n\n".join([head] + [f"Note: {n}" for n in self.notes])
+
+
+#: the splits a run makes of its own data; a report on any other ``split`` is of a file scored after training
+#: (``peft_core.scoring.evaluate_file`` names it by the file)
+RUN_SPLITS = ("train", "validation", "test")
+
+
+def split_scope(split: str) -> str:
+    """How a report's first line names its rows: ``"Held-out test"`` for a run's own split, ``"File `new.csv`"``
+    for a labelled file evaluated after training."""
+    return f"Held-out {split}" if split in RUN_SPLITS else f"File `{split}`"
+
+
+def within_split(split: str) -> str:
+    """``"in the test split"`` for a run's own split, ``"in `new.csv`"`` for a file evaluated after training."""
+    return f"in the {split} split" if split in RUN_SPLITS else f"in `{split}`"
 
 
 def evaluate(y_true: Sequence[int], logits: np.ndarray, labels: Sequence[str], train_labels: Sequence[int],

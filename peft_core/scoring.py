@@ -120,5 +120,6 @@ def evaluate_file(run_dir: str | Path, data: str | Path, work_dir: Path):
         raise DataError(f"{Path(data).name} does not map to the run's labels ({', '.join(spec.labels[:10])}"
                         f"{', ...' if len(spec.labels) > 10 else ''}); evaluate a file labelled like the training file")
     logits = predict_logits(run.model, run.tokenizer, split_inputs(test), run.train_config.max_length)
-    report = get_task(spec.kind).evaluate(spec, test["label"], logits, run.data.splits["train"]["label"], "test")
+    report = get_task(spec.kind).evaluate(spec, test["label"], logits, run.data.splits["train"]["label"],
+                                             Path(data).name)  # the report names the file, not "Held-out test"
     return report, len(test)

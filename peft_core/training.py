@@ -6,6 +6,7 @@ runs only the trainable part: the same model and numbers as recomputing them, at
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Sequence
@@ -225,12 +226,26 @@ def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequ
         res.cancelled, res.cancelled_in = True, e.phase
     if not res.cancelled:
         res.used_feature_cache, res.cache = feed.kind != "none", feed.kind
-        _fit(model, feed, labels, objective, cfg, acc, emit, control, res, t0)
+        with intra_op_threads(feed.step_threads):
+            _fit(model, feed, labels, objective, cfg, acc, emit, control, res, t0)
     model.eval()
     res.seconds = time.perf_counter() - t0
     emit(ProgressEvent("end", len(res.step_losses), len(res.step_losses),
                        message="cancelled" if res.cancelled else "finished", elapsed_s=res.seconds))
     return res
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int | None):
+    """Run the block with ``torch.set_num_threads(n)`` (``None``: unchanged), restoring the previous count."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n:
+            torch.set_num_threads(before)
 
 
 def _set_output_bias(model: nn.Module, bias: list[float]) -> None:
@@ -265,8 +280,9 @@ def _linear_probe(model, tokenizer, texts, labels, objective, cfg: TrainConfig, 
         emit(ProgressEvent("message", message=f"linear probe warm start: head only, up to {pcfg.epochs} epochs "
                            "on cached features"))
         part = TrainResult()
-        _fit(model, feed, labels, objective, pcfg, _Local(acc.device), lambda ev: None, control, part,
-             time.perf_counter())
+        with intra_op_threads(feed.step_threads):
+            _fit(model, feed, labels, objective, pcfg, _Local(acc.device), lambda ev: None, control, part,
+                 time.perf_counter())
     finally:
         for p in frozen:
             p.requires_grad_(True)

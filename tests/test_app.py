@@ -66,7 +66,7 @@ def test_full_flow_through_the_api(client, sms_small, tmp_path):
     for i, link in enumerate(links):
         path = tmp_path / f"bundle_{i}.zip"
         path.write_bytes(httpx.get(link, timeout=60).raise_for_status().content)
-        assert "model.onnx" in zipfile.ZipFile(path).namelist()
+        assert {"onnx/model.onnx", "onnx/model_quantized.onnx"} & set(zipfile.ZipFile(path).namelist())
 
     stranger = client.predict(api_name="/new_owner")
     assert client.predict(stranger, api_name="/runs") == []

@@ -17,5 +17,6 @@ def test_bench_smoke(tmp_path):
     cells = [c.strip() for c in head_row.strip("|").split("|")]
     assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[3].endswith("x**")
     assert text.startswith("CPU: ") and "flags:" in text.splitlines()[0]  # the CPU beside every result
-    for engine in ("PyTorch eager", "bundle fp32", "bundle int8"):
+    for engine in ("PyTorch eager", "bundle fp32", "bundle int8", "Optimum-style O2 + dynamic int8, pipeline batches",
+                   "Optimum-style O2 + dynamic int8, predict.py batching"):
         assert f"| {engine} |" in text

@@ -18,8 +18,8 @@ def test_cli_trains_evaluates_and_exports(sms_small, tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     assert "accuracy" in p.stdout and "baseline (always 'ham')" in p.stdout
     assert "Parity PASSED" in p.stdout
-    for precision in ("fp32", "int8"):
-        assert "model.onnx" in zipfile.ZipFile(out / f"bundle-{precision}.zip").namelist()
+    for precision, graph in (("fp32", "onnx/model.onnx"), ("int8", "onnx/model_quantized.onnx")):
+        assert graph in zipfile.ZipFile(out / f"bundle-{precision}.zip").namelist()
     assert "int8:" in p.stdout and "held-out accuracy" in p.stdout
     assert "training:" in p.stderr  # the tqdm progress bar
 

@@ -38,7 +38,7 @@ def test_evaluate_on_a_new_labelled_file_gives_the_training_report(head_run, tmp
     pd.DataFrame({"text": held["input"], "label": held["true"]}).to_csv(data, index=False)
     assert main(["evaluate", "--run", str(head_run.run_dir), "--data", str(data)]) == 0
     text = capsys.readouterr().out
-    assert f"({len(held)} rows)" in text
+    assert f"File `labelled.csv` ({len(held)} rows)" in text and "Held-out" not in text  # the file, not the split
     assert f"{head_run.eval_report.accuracy:.4f}" in text and f"{head_run.eval_report.macro_f1:.4f}" in text
 
 

@@ -17,7 +17,7 @@ from peft_core.inference import batch_inputs, predict_logits
 @pytest.fixture(scope="module")
 def fp32_onnx(head_export, tmp_path_factory) -> str:
     """The exported fp32 ONNX file, read from its bundle (the run folder keeps no other copy)."""
-    return str(extract_bundle(head_export.bundles["fp32"], tmp_path_factory.mktemp("fp32")) / "model.onnx")
+    return str(extract_bundle(head_export.bundles["fp32"], tmp_path_factory.mktemp("fp32")) / "onnx" / "model.onnx")
 
 
 def test_parity_passes_at_every_batch_size(head_export):
@@ -92,13 +92,19 @@ def test_parity_detects_a_wrong_model(head_run, fp32_onnx):
 def test_bundle_contents_and_predict_script(head_run, head_export, tmp_path):
     fp32 = head_export.bundles["fp32"]
     names = set(zipfile.ZipFile(fp32).namelist())
-    assert {"model.onnx", "tokenizer.json", "config.json", "predict.py", "README.md", "parity.json"} <= names
+    assert {"onnx/model.onnx", "tokenizer.json", "config.json", "triton-config/config.pbtxt", "predict.py", "README.md",
+            "parity.json"} <= names
     assert Path(fp32).stat().st_mode & 0o644 == 0o644  # readable by others: a bundle is meant to be shared
     assert all(zipfile.ZipFile(fp32).getinfo(n).external_attr >> 16 & 0o644 == 0o644 for n in ("config.json",
                                                                                               "README.md"))
     folder = extract_bundle(fp32, tmp_path / "bundle")
-    cfg = json.loads((folder / "config.json").read_text())
-    assert cfg["id2label"] == {"0": "ham", "1": "spam"} and cfg["max_length"] == 64 and cfg["method"] == "head"
+    hf = json.loads((folder / "config.json").read_text())
+    assert hf["id2label"] == {"0": "ham", "1": "spam"} and hf["problem_type"] == "single_label_classification"
+    assert hf["model_type"] == "bert" and hf["architectures"] == ["BertForSequenceClassification"]
+    cfg = hf["peft_onnx_bundle"]  # this project's fields
+    assert cfg["format"] == "peft-onnx-bundle/2" and cfg["model_file"] == "onnx/model.onnx"
+    assert cfg["max_length"] == 64 and cfg["method"] == "head"
+    assert json.loads((folder / "tokenizer_config.json").read_text())["model_max_length"] == 64
     assert cfg["metrics"]["accuracy"] == head_run.eval_report.accuracy and cfg["parity"]["passed"]
     assert cfg["data"]["source"] == "sms_small.csv"  # the file name only: no server path leaks into the bundle
     card = (folder / "README.md").read_text()
@@ -126,8 +132,8 @@ def test_int8_bundle_is_scored_and_chosen_by_accuracy(head_run, head_export, tmp
     assert q.fp32_accuracy == head_run.eval_report.accuracy  # fp32 ONNX labels == PyTorch labels on every row
     assert q.int8_bytes < 0.8 * q.fp32_bytes and q.label_agreement >= 0.97
     assert head_export.bundle == head_export.bundles["int8" if q.acceptable else "fp32"]
-    cfg = json.loads(zipfile.ZipFile(head_export.bundles["int8"]).read("config.json"))
-    assert cfg["precision"] == "int8" and cfg["int8"]["int8_accuracy"] == q.int8_accuracy
+    cfg = json.loads(zipfile.ZipFile(head_export.bundles["int8"]).read("config.json"))["peft_onnx_bundle"]
+    assert cfg["precision"] == "int8" and cfg["model_file"] == "onnx/model_quantized.onnx" and cfg["int8"]["int8_accuracy"] == q.int8_accuracy
 
 
 def test_predict_script_prints_labels_for_arguments(head_export, tmp_path):
@@ -150,7 +156,7 @@ def test_bundle_holds_no_server_paths(head_export):
     for name in ("config.json", "parity.json"):
         found = strings(json.loads(z.read(name)))
         assert found and not [x for x in found if x.startswith("/") or ":\\" in x], name
-    assert json.loads(z.read("parity.json"))["onnx_path"] == "model.onnx"
+    assert json.loads(z.read("parity.json"))["onnx_path"] == "onnx/model.onnx"  # parity checks the fp32 graph
 
 
 def test_predict_script_keeps_rows_with_line_separators_and_odd_argument_bytes(head_export, tmp_path):
@@ -185,8 +191,9 @@ def test_run_folder_keeps_one_copy_of_each_model(head_run, head_export):
     loose = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*.onnx"))
     assert loose == []  # the fp32 and int8 ONNX models live only in their bundles
     assert sorted(p.name for p in (run_dir / "export").iterdir()) == ["int8.json", "parity.json"]
-    for precision in ("fp32", "int8"):
-        assert "model.onnx" in zipfile.ZipFile(head_export.bundles[precision]).namelist()
+    for precision, graph in (("fp32", "onnx/model.onnx"), ("int8", "onnx/model_quantized.onnx")):
+        names = zipfile.ZipFile(head_export.bundles[precision]).namelist()
+        assert [n for n in names if n.endswith(".onnx")] == [graph]  # one graph per zip
     assert (run_dir / "model" / "head.safetensors").is_file()  # what predictions and a re-export start from
     assert list((run_dir / "model" / "backbone").glob("*.safetensors"))
 

@@ -28,7 +28,7 @@ def _with_head(run, weight=None, bias=None):
 
 @pytest.fixture(scope="module")
 def fp32_onnx(head_export, tmp_path_factory) -> str:
-    return str(extract_bundle(head_export.bundles["fp32"], tmp_path_factory.mktemp("fp32")) / "model.onnx")
+    return str(extract_bundle(head_export.bundles["fp32"], tmp_path_factory.mktemp("fp32")) / "onnx" / "model.onnx")
 
 
 def test_parity_fails_on_nan_pytorch_logits(head_run, fp32_onnx):

@@ -70,7 +70,8 @@ def exported(request, tmp_path_factory):
 
 
 def _config(res, precision="fp32") -> dict:
-    return json.loads(zipfile.ZipFile(res.bundles[precision]).read("config.json"))
+    """The bundle's own config section ("peft_onnx_bundle" of its Hugging Face style config.json)."""
+    return json.loads(zipfile.ZipFile(res.bundles[precision]).read("config.json"))["peft_onnx_bundle"]
 
 
 def test_parity_int8_verdict_and_task_spec_in_the_bundle(exported):
@@ -79,8 +80,11 @@ def test_parity_int8_verdict_and_task_spec_in_the_bundle(exported):
     assert res.parity.passed and res.parity.max_abs_diff <= 1e-4, res.parity.summary()
     assert spec.input_kind == ("text_pair" if CASES[name].pair else "text")
     assert "token_type_ids" in res.onnx.input_names  # MiniLM marks the second text of a pair with segment id 1
-    cfg = _config(res)
-    assert cfg["task"] == spec.to_dict() and cfg["problem_type"] == spec.problem_type
+    cfg, hf = _config(res), json.loads(zipfile.ZipFile(res.bundles["fp32"]).read("config.json"))
+    for member in ("config.json", "metrics.json", "parity.json"):  # standard JSON: JavaScript refuses NaN / Infinity
+        json.loads(zipfile.ZipFile(res.bundles["fp32"]).read(member), parse_constant=lambda c: pytest.fail(c))
+    assert cfg["task"] == spec.to_dict() and hf["problem_type"] == spec.problem_type
+    assert hf["id2label"] == spec.to_dict()["id2label"] and hf["label2id"] == {v: k for k, v in spec.id2label.items()}
     assert cfg["task"]["kind"] == CASES[name].task and cfg["task"]["text_pair_column"] == CASES[name].pair
     if kind.calibrates:
         assert cfg["task"]["thresholds"] == spec.thresholds and len(spec.thresholds) == spec.num_labels
@@ -218,8 +222,11 @@ def test_image_multi_label_bundle_predicts_label_sets_like_pytorch(tmp_path):
     assert spec.kind == "multi_label" and spec.input_kind == "image" and spec.thresholds
     res = export_run(run, parity_rows=8)
     assert res.parity.passed and res.parity.max_abs_diff <= 1e-4, res.parity.summary()
-    folder = extract_bundle(res.bundle, tmp_path / "bundle")
-    assert json.loads((folder / "config.json").read_text())["task"] == spec.to_dict()
+    # static int8 (Conv) is the default only when it passes the micro-F1 gate; PyTorch's label sets: the fp32 bundle
+    assert res.bundle == res.bundles["int8" if res.int8 is not None and res.int8.acceptable else "fp32"]
+    folder = extract_bundle(res.bundles["fp32"], tmp_path / "bundle")
+    hf = json.loads((folder / "config.json").read_text())
+    assert hf["peft_onnx_bundle"]["task"] == spec.to_dict() and hf["problem_type"] == "multi_label_classification"
     images = tmp_path / "imgs"
     images.mkdir()
     for i, p in enumerate(split_inputs(run.data.splits["test"])):
@@ -260,8 +267,10 @@ def test_bundle_post_processing_predicts_what_the_task_kind_does(kind):
     post = _load(TEMPLATES / "postprocess.py")
     spec = SPECS[kind]
     logits = np.random.default_rng(0).normal(0, 2, (200, spec.num_labels)).astype(np.float32)
-    cfg = {"task": spec.to_dict(), "id2label": spec.to_dict()["id2label"]}
-    p = post.for_config(cfg)
+    cfg = {"task": spec.to_dict(), "id2label": spec.to_dict()["id2label"]}  # format 1: our fields at the top
+    p = post.for_config({"peft_onnx_bundle": {"task": spec.to_dict()}})  # format 2: under "peft_onnx_bundle"
+    assert post.labels(cfg) == post.labels(post.bundle_config({"peft_onnx_bundle": {"task": spec.to_dict()}}))
+    assert post.model_file(cfg) == "model.onnx"  # a format-1 bundle's graph sits at its root
     decisions, probs = p.decide(logits)
     got = [_reads(dict(zip(p.header(), p.cells(d, None if probs is None else probs[i]))), spec)
            for i, d in enumerate(decisions)]
@@ -296,12 +305,13 @@ def test_image_bundle_predict_script_gives_the_kinds_predictions(kind, tmp_path)
     folder.mkdir()
     shutil.copy(TEMPLATES / "predict_image.py", folder / "predict.py")
     shutil.copy(TEMPLATES / "postprocess.py", folder / "postprocess.py")
-    _tiny_image_model(folder / "model.onnx", spec.num_labels)
+    (folder / "onnx").mkdir()
+    _tiny_image_model(folder / "onnx" / "model.onnx", spec.num_labels)
     task = TaskSpec.from_dict(spec.to_dict() | {"modality": "image"}).to_dict()
     pre = {"size": {"height": 32, "width": 32}, "resample": 2, "resample_name": "bilinear",
            "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}
-    (folder / "config.json").write_text(json.dumps({"modality": "image", "task": task, "id2label": task["id2label"],
-                                                    "preprocessing": pre}))
+    ours = {"modality": "image", "task": task, "preprocessing": pre, "model_file": "onnx/model.onnx"}
+    (folder / "config.json").write_text(json.dumps({"id2label": task["id2label"], "peft_onnx_bundle": ours}))
     images = tmp_path / "digits"
     with zipfile.ZipFile(EXAMPLES / "mnist_digits.zip") as z:
         for n in [n for n in z.namelist() if n.endswith(".png")][:30]:

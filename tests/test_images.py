@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from conftest import run_without_ml_stack
+from test_ecosystem import triton_matches_graph
 from peft_core.data import prepare_data
 from peft_core.errors import DataError
 from peft_core.limits import Limits
@@ -221,13 +222,21 @@ def test_image_export_parity_and_bundle_predict_without_torch(image_head_run, tm
     res = export_run(image_head_run, parity_rows=20)
     assert res.parity.passed and res.parity.max_abs_diff <= 1e-4, res.parity.summary()
     assert {c.batch_size for c in res.parity.checks} == {1, 2, 17}
-    assert "int8" not in res.bundles and "convolutions stay fp32" in res.message  # CNN: nothing to quantize
-    names = set(zipfile.ZipFile(res.bundle).namelist())
-    assert {"model.onnx", "preprocessor_config.json", "config.json", "predict.py", "README.md"} <= names
+    # CNN: static int8 (Conv), bundled when it passes the gate (tests/test_static_int8.py); dynamic is not tried
+    assert ("int8" in res.bundles) if res.int8 is not None else "static int8 was tried" in res.message
+    names = set(zipfile.ZipFile(res.bundles["fp32"]).namelist())
+    assert {"onnx/model.onnx", "preprocessor_config.json", "config.json", "triton-config/config.pbtxt", "predict.py",
+            "README.md"} <= names
     assert "tokenizer.json" not in names
-    folder = extract_bundle(res.bundle, tmp_path / "bundle")
-    cfg = json.loads((folder / "config.json").read_text())
+    folder = extract_bundle(res.bundles["fp32"], tmp_path / "bundle")
+    cfg = json.loads((folder / "config.json").read_text())["peft_onnx_bundle"]
     assert cfg["modality"] == "image" and cfg["preprocessing"]["size"] == {"height": 224, "width": 224}
+    _loads_in_transformers(folder, image_head_run.data.task.labels)
+    triton_matches_graph(folder)
+    run_without_ml_stack(folder / "predict.py", ["--triton-repository", str(tmp_path / "models")], tmp_path,
+                         also_blocked=("tokenizers",))
+    assert (tmp_path / "models" / "classifier" / "1" / "model.onnx").stat().st_size == (
+        folder / "onnx" / "model.onnx").stat().st_size
 
     test = image_head_run.data.splits["test"]
     images = split_inputs(test)
@@ -242,6 +251,25 @@ def test_image_export_parity_and_bundle_predict_without_torch(image_head_run, tm
     torch_labels = [labels[i] for i in predict_logits(image_head_run.model, image_head_run.tokenizer, images,
                                                       0).argmax(-1)]
     assert [r["label"] for r in rows] == torch_labels and len(rows) == len(images)
+
+
+def _loads_in_transformers(folder: Path, labels: list[str]) -> None:
+    """The image bundle's config.json loads with AutoConfig (labels, problem_type, a classifier type transformers
+    knows) and its preprocessor_config.json with AutoImageProcessor, which gives the training pixels."""
+    from transformers import AutoConfig, AutoImageProcessor
+
+    from peft_core.images import ImagePreprocessor
+
+    config = AutoConfig.from_pretrained(folder)
+    assert [config.id2label[i] for i in range(len(labels))] == labels and config.label2id[labels[1]] == 1
+    assert config.problem_type == "single_label_classification"
+    assert config.model_type == "efficientnet" and config.architectures == ["EfficientNetForImageClassification"]
+    assert config.peft_onnx_bundle["base_config"]["model_type"] == "efficientnet_lite"  # the true network
+    processor = AutoImageProcessor.from_pretrained(folder)
+    assert type(processor).__name__.startswith("ViTImageProcessor")
+    digit = Image.open(io.BytesIO(mnist_images(1)["7"][0])).convert("RGB")
+    ours = ImagePreprocessor.from_config(config.peft_onnx_bundle["preprocessing"]).pixels(digit)
+    np.testing.assert_allclose(processor(digit, return_tensors="np")["pixel_values"][0], ours, atol=1e-6)
 
 
 def test_last_n_cache_gives_the_same_model_as_recomputing(small_zip, tmp_path):

@@ -121,7 +121,7 @@ def test_nothing_under_the_runs_or_state_folder_is_served_except_through_signed_
             name = link.split("?")[0].rsplit("/", 1)[1]
             local = server["base"] / name
             local.write_bytes(r.content)
-            assert "model.onnx" in zipfile.ZipFile(local).namelist()
+            assert {"onnx/model.onnx", "onnx/model_quantized.onnx"} & set(zipfile.ZipFile(local).namelist())
 
         link = exported["links"][0]
         other = "0" * 32

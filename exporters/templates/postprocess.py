@@ -1,6 +1,10 @@
-"""Turn this bundle's logits into the task's predictions. Needs only numpy. Used by predict.py.
+"""Turn this bundle's logits into the task's predictions, and read this bundle's config.json. Needs only numpy (and
+the standard library). Used by predict.py.
 
-The task is config.json's "task" entry: ``kind`` (single_label, multi_label or regression), ``id2label``,
+config.json is Hugging Face style (format peft-onnx-bundle/2): this project's fields sit under its
+"peft_onnx_bundle" key (:func:`bundle_config`), whose "model_file" names the graph (onnx/model.onnx or
+onnx/model_quantized.onnx); in bundles of format peft-onnx-bundle/1 they are the whole file and the graph is
+model.onnx. The task is that section's "task" entry: ``kind`` (single_label, multi_label or regression), ``id2label``,
 ``thresholds`` (multi-label), ``target_mean`` / ``target_std`` (regression). Per kind:
 
 * single_label: softmax over the logits; the prediction is the most probable label.
@@ -10,6 +14,11 @@ The task is config.json's "task" entry: ``kind`` (single_label, multi_label or r
 
 Bundles written before task kinds (no "kind", or "text-classification" / "image-classification") are single-label.
 """
+import json
+import re
+import shutil
+from pathlib import Path
+
 import numpy as np
 
 
@@ -115,10 +124,56 @@ def for_config(config):
     """The post-processor of a bundle config (see the module doc).
     Raises:
         ValueError: a task kind this script does not know (a newer bundle format)."""
+    config = bundle_config(config)
     task = config.get("task") or {}
     kind = str(task.get("kind") or "single_label").replace("-", "_")
     kind = "single_label" if kind in ("text_classification", "image_classification") else kind
     if kind not in KINDS:
         raise ValueError(f"task kind {kind!r} is not one this predict.py knows ({', '.join(KINDS)})")
-    id2label = config["id2label"]
-    return KINDS[kind](task, [id2label[str(i)] for i in range(len(id2label))])
+    return KINDS[kind](task, labels(config))
+
+
+def bundle_config(raw):
+    """A parsed config.json -> this project's section of it: "peft_onnx_bundle" (format 2), else the whole dict
+    (format 1, or a section already)."""
+    return raw.get("peft_onnx_bundle", raw)
+
+
+def read_config(folder):
+    """This project's section of ``folder``/config.json (see :func:`bundle_config`). Raises OSError, ValueError."""
+    return bundle_config(json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")))
+
+
+def labels(config):
+    """The output names in id order (the task's id2label; format 1: the top-level id2label)."""
+    id2label = (config.get("task") or {}).get("id2label") or config["id2label"]
+    return [id2label[str(i)] for i in range(len(id2label))]
+
+
+def model_file(config):
+    """The graph's path in the bundle folder: "onnx/model.onnx", "onnx/model_quantized.onnx" (format 1:
+    "model.onnx")."""
+    return config.get("model_file") or "model.onnx"
+
+
+def write_triton_repository(folder, dest, name):
+    """A Triton Inference Server model repository entry from this bundle: ``dest/name/config.pbtxt`` (the bundle's
+    triton-config/config.pbtxt with ``name`` added) and ``dest/name/1/model.onnx`` (a copy of the bundle's graph; files
+    already there are replaced). Returns ``dest/name``.
+
+    Raises:
+        ValueError: a ``name`` that is not a plain folder name (letters, digits, ``_ . -``).
+        FileNotFoundError: the bundle has no triton-config/config.pbtxt (format 1) or no graph.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name or ""):
+        raise ValueError(f"Triton model name {name!r}: use letters, digits, _ . - (it becomes a folder name)")
+    folder = Path(folder)
+    pbtxt = (folder / "triton-config" / "config.pbtxt").read_text(encoding="utf-8")
+    graph = folder / model_file(read_config(folder))
+    if not graph.is_file():
+        raise FileNotFoundError(f"no ONNX graph {graph}")
+    out = Path(dest) / name
+    (out / "1").mkdir(parents=True, exist_ok=True)
+    (out / "config.pbtxt").write_text(f'name: "{name}"\n' + pbtxt, encoding="utf-8")
+    shutil.copyfile(graph, out / "1" / "model.onnx")
+    return out

@@ -5,26 +5,30 @@
     python predict.py --csv data.csv [--column text] [--output predictions.csv]
     python predict.py "a premise" --text-pair "a hypothesis"             # models of text pairs
     python predict.py --csv pairs.csv [--column premise --pair-column hypothesis] [--output predictions.csv]
+    python predict.py --triton-repository models [--triton-name classifier]     # a Triton model repository
 
-What a prediction is depends on the task (config.json "task", see postprocess.py): single-label: the label and its
-probability; multi-label: the set of labels whose probability reaches its threshold, with every label's
-probability; regression: the number, in the target's units. Prints one tab-separated line per text: the
-prediction, its probability (multi-label: those of the chosen labels; regression: none), the text(s); or writes a
-CSV: the input CSV's own columns as they are (or ``text`` / ``text_pair`` for texts given as arguments), the
-prediction, every label's probability (not for regression), an ``error`` column; a prediction column whose name
-the input already has (its true ``label``) is written as ``predicted_<name>``.
+What a prediction is depends on the task (config.json "peft_onnx_bundle" > "task", see postprocess.py):
+single-label: the label and its probability; multi-label: the set of labels whose probability reaches its
+threshold, with every label's probability; regression: the number, in the target's units. Prints one
+tab-separated line per text: the prediction, its probability (multi-label: those of the chosen labels;
+regression: none), the text(s); or writes a CSV: the input CSV's own columns as they are (or ``text`` /
+``text_pair`` for texts given as arguments), the prediction, every label's probability (not for regression), an
+``error`` column; a prediction column whose name the input already has (its true ``label``) is written as
+``predicted_<name>``.
 A pair model takes pairs: one text plus ``--text-pair`` on the command line, or two CSV columns (by default the
 training file's column names, from config.json). An empty (or whitespace-only) text on the command line is refused
 (exit code 2), as in the app; an empty CSV row (either text of a pair) is not scored: its prediction and
 probabilities stay empty and its error reads "empty text".
-Files read from this folder: model.onnx (its precision, fp32 or int8, is in config.json), tokenizer.json,
-config.json, postprocess.py. CSV input may be UTF-8 (with or without BOM) or Windows-1252, delimited by , ; TAB
-or |.
+Files read from this folder: onnx/model.onnx or onnx/model_quantized.onnx (config.json "peft_onnx_bundle" >
+"model_file"; its precision, fp32 or int8, is in config.json too), tokenizer.json, config.json, postprocess.py.
+CSV input may be UTF-8 (with or without BOM) or Windows-1252, delimited by , ; TAB or |.
+``--triton-repository DIR`` writes DIR/NAME/config.pbtxt (triton-config/config.pbtxt, named NAME) and
+DIR/NAME/1/model.onnx (the graph) for Triton Inference Server's ONNX Runtime backend, and exits (exit code 2 on a
+bad NAME).
 """
 import argparse
 import csv
 import io
-import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -70,16 +74,16 @@ class Predictor:
     created on first use): small operators then need no thread synchronisation, which made bulk scoring ~1.2x
     faster on 2 cores (bench/)."""
 
-    def __init__(self, folder=HERE, model_file="model.onnx", workers=None):
+    def __init__(self, folder=HERE, model_file=None, workers=None):
         folder = Path(folder)
-        self.config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        self.labels = [self.config["id2label"][str(i)] for i in range(len(self.config["id2label"]))]
+        self.config = postprocess.read_config(folder)  # this project's section of config.json
+        self.labels = postprocess.labels(self.config)
         self.post = postprocess.for_config(self.config)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=self.config["max_length"])
         self.tokenizer.no_padding()  # padded per batch below, to that batch's longest text
         self.pad_id = int(self.config["pad_token_id"])
-        self.model_path = str(folder / model_file)
+        self.model_path = str(folder / (model_file or postprocess.model_file(self.config)))
         self.workers = max(1, int(workers or _cores()))
         self.session = self._session(0)  # 0: ONNX Runtime's default, one thread per physical core
         self._bulk = None
@@ -161,7 +165,11 @@ def _parse(argv):
     ap.add_argument("--pair-column", default=None,
                     help="pair models: second text column of --csv (default: from config, else 'text_pair')")
     ap.add_argument("--output", help="write predictions to this CSV instead of printing")
-    ap.add_argument("--model", default="model.onnx", help="ONNX file in this folder (default model.onnx)")
+    ap.add_argument("--model", default=None, help="ONNX file in this folder (default: config.json's model_file)")
+    ap.add_argument("--triton-repository", metavar="DIR",
+                    help="write a Triton model repository entry DIR/NAME (config.pbtxt, 1/model.onnx) and exit")
+    ap.add_argument("--triton-name", metavar="NAME", default="classifier",
+                    help="the model's name (and folder) in --triton-repository (default classifier)")
     return ap, ap.parse_args(argv)
 
 
@@ -186,6 +194,14 @@ def _command_line_items(ap, args, pairs):
 def main(argv=None):
     ap, args = _parse(argv)
     config = _config()
+    if args.triton_repository:
+        try:
+            out = postprocess.write_triton_repository(HERE, args.triton_repository, args.triton_name)
+        except (ValueError, OSError) as e:
+            _fail(f"error: {e}")
+        print(f"wrote {out / 'config.pbtxt'} and {out / '1' / 'model.onnx'}; serve with: tritonserver "
+              f"--model-repository {args.triton_repository}", file=sys.stderr)
+        return
     pairs = bool((config.get("task") or {}).get("text_pair_column"))
     items, parts = _command_line_items(ap, args, pairs), (lambda item: list(item) if pairs else [item])
     columns = ["text", "text_pair"] if pairs else ["text"]  # the output's input columns
@@ -196,10 +212,11 @@ def main(argv=None):
         items += csv_items
     if not items:
         ap.error("give texts as arguments or --csv FILE")
-    if not (HERE / args.model).is_file():
-        _fail(f"error: no model file {args.model!r} in {HERE}")
+    model = args.model or postprocess.model_file(config)
+    if not (HERE / model).is_file():
+        _fail(f"error: no model file {model!r} in {HERE}")
     try:
-        pred = Predictor(HERE, args.model)
+        pred = Predictor(HERE, model)
     except ValueError as e:  # a task kind this script does not know
         _fail(f"error: {e}")
     post = pred.post
@@ -268,7 +285,7 @@ def _read_csv_items(path, column, pair_column, config, pairs):
 
 def _config():
     try:
-        return json.loads((HERE / "config.json").read_text(encoding="utf-8"))
+        return postprocess.read_config(HERE)
     except (OSError, ValueError):
         return {}
 

@@ -3,22 +3,24 @@
     python predict.py photo1.jpg photo2.png          # the prediction per image
     python predict.py images/ --top-k 3              # every image under a folder (recursively)
     python predict.py images/ --output predictions.csv
+    python predict.py --triton-repository models [--triton-name classifier]   # a Triton model repository
 
-What a prediction is depends on the task (config.json "task", see postprocess.py): single-label: the label and its
-confidence (``--top-k``: the k most probable labels; CSV columns path, label, confidence, label_2, confidence_2...);
-multi-label: the labels whose probability reaches its threshold and their probabilities (CSV: path, labels, then
+What a prediction is depends on the task (config.json "peft_onnx_bundle" > "task", see postprocess.py):
+single-label: the label and its confidence (``--top-k``: the k most probable labels; CSV columns path, label,
+confidence, label_2, confidence_2...); multi-label: the labels whose probability reaches its threshold and their probabilities (CSV: path, labels, then
 p_<label> for every label); regression: the number in the target's units (CSV: path, prediction).
 
-Preprocessing (from config.json "preprocessing", the same steps as in training): open with Pillow, apply EXIF
-rotation, scale 16-bit grayscale to 8 bits (value >> 8), composite transparency on white, convert to RGB,
+Preprocessing (from config.json "peft_onnx_bundle" > "preprocessing", the same steps as in training): open with
+Pillow, apply EXIF rotation, scale 16-bit grayscale to 8 bits (value >> 8), composite transparency on white, convert to RGB,
 resize to (height, width) with the given resampling filter, scale to [0, 1], subtract image_mean and divide by
-image_std per channel, layout [batch, 3, H, W].
+image_std per channel, layout [batch, 3, H, W]. The graph: onnx/model.onnx (config.json "peft_onnx_bundle" >
+"model_file"). ``--triton-repository DIR`` writes DIR/NAME/config.pbtxt (triton-config/config.pbtxt, named) and
+DIR/NAME/1/model.onnx for Triton Inference Server's ONNX Runtime backend, and exits.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 
@@ -54,17 +56,18 @@ def load_rgb(path: Path) -> Image.Image:
 
 class Classifier:
     def __init__(self, folder: Path = HERE):
-        self.config = json.loads((folder / "config.json").read_text())
+        self.config = postprocess.read_config(folder)  # this project's section of config.json
         pre = self.config["preprocessing"]
         self.size = (int(pre["size"]["height"]), int(pre["size"]["width"]))
         self.resample = int(pre["resample"])
         self.mean = np.asarray(pre["image_mean"], np.float32)
         self.std = np.asarray(pre["image_std"], np.float32)
-        self.labels = [self.config["id2label"][str(i)] for i in range(len(self.config["id2label"]))]
+        self.labels = postprocess.labels(self.config)
         self.post = postprocess.for_config(self.config)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(folder / postprocess.model_file(self.config)), opts,
+                                            providers=["CPUExecutionProvider"])
 
     def pixels(self, path: Path) -> np.ndarray:
         """float32 [3, H, W]."""
@@ -104,11 +107,26 @@ def collect(args: list[str]) -> tuple[list[Path], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("images", nargs="+", help="image files and/or folders")
+    ap.add_argument("images", nargs="*", help="image files and/or folders")
     ap.add_argument("--top-k", type=int, default=1, help="how many labels to show per image")
     ap.add_argument("--output", help="write a CSV (path, label, confidence, then label_2, confidence_2 ... up to "
                                      "--top-k) instead of printing")
+    ap.add_argument("--triton-repository", metavar="DIR",
+                    help="write a Triton model repository entry DIR/NAME (config.pbtxt, 1/model.onnx) and exit")
+    ap.add_argument("--triton-name", metavar="NAME", default="classifier",
+                    help="the model's name (and folder) in --triton-repository (default classifier)")
     args = ap.parse_args(argv)
+    if args.triton_repository:
+        try:
+            out = postprocess.write_triton_repository(HERE, args.triton_repository, args.triton_name)
+        except (ValueError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {out / 'config.pbtxt'} and {out / '1' / 'model.onnx'}; serve with: tritonserver "
+              f"--model-repository {args.triton_repository}", file=sys.stderr)
+        return 0
+    if not args.images:
+        ap.error("give image files or folders")
     paths, problems = collect(args.images)
     for msg in problems:
         print(f"error: {msg}", file=sys.stderr)

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..evaluation import split_scope, within_split
 from .base import Int8Verdict, Objective, TaskKind, input_columns, sigmoid
 from .spec import TaskSpec
 
@@ -111,7 +112,7 @@ class MultiLabelReport:
     def metrics_table(self) -> pd.DataFrame:
         names = ["micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss"]
         macro = "macro-F1" if self.macro_over in (None, len(self.labels)) else \
-            f"macro-F1 (over the {self.macro_over} of {len(self.labels)} labels in the {self.split} split)"
+            f"macro-F1 (over the {self.macro_over} of {len(self.labels)} labels {within_split(self.split)})"
         shown = ["micro-F1", macro, "samples-F1", "subset accuracy", "Hamming loss (lower is better)"]
         return pd.DataFrame({"metric": shown, "model": [round(getattr(self, k), 4) for k in names],
                              self._baseline_name(): [round(self.baseline[k], 4) for k in names]})
@@ -120,7 +121,7 @@ class MultiLabelReport:
         return pd.DataFrame(self.per_class).round(4)
 
     def to_markdown(self) -> str:
-        head = (f"Held-out {self.split} ({self.n} rows): micro-F1 **{self.micro_f1:.4f}**, macro-F1 "
+        head = (f"{split_scope(self.split)} ({self.n} rows): micro-F1 **{self.micro_f1:.4f}**, macro-F1 "
                 f"**{self.macro_f1:.4f}**, samples-F1 {self.samples_f1:.4f}, subset accuracy "
                 f"{self.subset_accuracy:.4f}, Hamming loss {self.hamming_loss:.4f}; {self._baseline_name()}: "
                 f"micro-F1 {self.baseline['micro_f1']:.4f}, macro-F1 {self.baseline['macro_f1']:.4f}.")

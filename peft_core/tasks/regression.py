@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..evaluation import split_scope
 from .base import Int8Verdict, Objective, TaskKind, input_columns
 from .spec import TaskSpec
 
@@ -78,7 +79,7 @@ class RegressionReport:
         return pd.DataFrame(columns=["label", "precision", "recall", "f1", "support"])
 
     def to_markdown(self) -> str:
-        head = (f"Held-out {self.split} ({self.n} rows), target `{self.target}`: RMSE **{self.rmse:.4f}**, MAE "
+        head = (f"{split_scope(self.split)} ({self.n} rows), target `{self.target}`: RMSE **{self.rmse:.4f}**, MAE "
                 f"{self.mae:.4f}, R² **{self.r2:.4f}**, Pearson {self.pearson:.4f}, Spearman {self.spearman:.4f}; "
                 f"baseline (always the training mean {self.baseline_value:.4g}): RMSE {self.baseline['rmse']:.4f}, "
                 f"MAE {self.baseline['mae']:.4f}.")
