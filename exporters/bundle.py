@@ -152,8 +152,9 @@ python predict.py --triton-repository models --triton-name classifier
 tritonserver --model-repository models
 ```""")
     if task.kind == "multi_label":
-        parts.append("These give each label's sigmoid; the per-label thresholds are applied by predict.py "
-                     "(postprocess.py) only.")
+        parts.append("A label is predicted when its sigmoid reaches its threshold (config.json \"peft_onnx_bundle\" > "
+                     "\"task\" > \"thresholds\"), as postprocess.py does; sigmoid(logits) where the lines above give "
+                     "logits.")
     elif task.kind == "regression":
         parts.append("These give the standardized value: prediction = logit * target_std + target_mean "
                      "(config.json \"peft_onnx_bundle\" > \"task\"), as postprocess.py computes.")
@@ -161,20 +162,26 @@ tritonserver --model-repository models
 
 
 def _transformers_js(task: TaskSpec, pipe: str, dtype: str) -> str:
-    """The transformers.js lines: its pipeline where the pipeline's output is the prediction (a label, or a label's
-    probability); the tokenizer and model called directly for text pairs (the text-classification pipeline takes
-    one text) and regression (the pipeline would apply softmax to the one logit, giving 1.0)."""
+    """The transformers.js lines: its pipeline where the pipeline's output is the prediction (a single label; a
+    text's label probabilities, sigmoids for multi-label); else the model's logits: for text pairs (the pipeline
+    takes one text; a pair longer than max_length loses its second text there), regression (the pipeline would
+    apply softmax to the one logit, giving 1.0) and multi-label images (its image pipeline applies softmax)."""
     head = """transformers.js (`npm install @huggingface/transformers`; `bundle` = this unzipped folder):
 ```js
 import {{ env, {names} }} from "@huggingface/transformers";
 env.localModelPath = "./"; env.allowRemoteModels = false;
 """
-    if task.input_kind == "image" or (not task.text_pair_column and task.kind != "regression"):
+    image, call = task.input_kind == "image", f'await pipeline("{pipe}", "bundle", {{ dtype: "{dtype}" }});'
+    if task.kind == "single_label" and not task.text_pair_column or task.kind == "multi_label" and not (
+            image or task.text_pair_column):
         every = ', { top_k: null }' if task.kind == "multi_label" else ""  # every label's probability
-        example = '"photo.jpg"' if task.input_kind == "image" else '"some text"'
-        call = f'const classify = await pipeline("{pipe}", "bundle", {{ dtype: "{dtype}" }});'
-        return head.format(names="pipeline") + call + f"""
+        example = '"photo.jpg"' if image else '"some text"'
+        return head.format(names="pipeline") + f"""const classify = {call}
 console.log(await classify({example}{every}));
+```"""
+    if image:
+        return head.format(names="pipeline, RawImage") + f"""const classify = {call}
+const {{ logits }} = await classify.model(await classify.processor(await RawImage.read("photo.jpg")));
 ```"""
     pair = ', text_pair: "second text"' if task.text_pair_column else ""
     return head.format(names="AutoTokenizer, AutoModelForSequenceClassification") + f"""\
@@ -216,8 +223,9 @@ def _precision_line(cfg: dict) -> str:
             f"gives {q.get('agreement_means', 'the same label as fp32')} on {100 * q['agreement']:.2f}% of "
             f"{q['rows']} rows.")
     check = q.get("batch_check") or {}
-    measured = (f" (one at a time vs in bulk on {check['rows']} held-out rows: max |Δp| {check['max_abs_diff']:.1e}, "
-                f"{check['flips']} label(s) differed)" if check else "")
+    flips = f", {check.get('flips')} label(s) differed" if len(cfg["task"]["id2label"]) > 1 else ""  # 1 output: no argmax
+    measured = (f" (one at a time vs in bulk on {check['rows']} held-out rows: max |Δ| {check['max_abs_diff']:.1e} "
+                f"in the outputs{flips})" if check else "")
     if q.get("mode") == "static":
         cal = q.get("calibration") or {}
         return (f"Precision: int8, static (ONNX Runtime static quantization of the checked fp32 model, activation "
@@ -314,6 +322,8 @@ def _processor_files(tokenizer, tok_dir: Path, ours: dict) -> dict[str, Path]:
     if tok_config.exists():
         tc = json.loads(tok_config.read_text(encoding="utf-8"))
         tc["model_max_length"] = int(ours["max_length"])  # truncate where training and predict.py do
+        for stale in ("max_length", "is_local", "local_files_only"):  # a call's arguments saved by transformers 5
+            tc.pop(stale, None)
         tok_config.write_text(json.dumps(tc, indent=2), encoding="utf-8")
         files["tokenizer_config.json"] = tok_config
     for name in ("special_tokens_map.json", "vocab.txt"):

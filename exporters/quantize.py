@@ -58,7 +58,7 @@ class QuantReport:
             if None in (fp32_accuracy, int8_accuracy, label_agreement):
                 raise ValueError("give the task kind's verdict, or fp32_accuracy, int8_accuracy and label_agreement")
             verdict = Int8Verdict("accuracy", fp32_accuracy, int8_accuracy, label_agreement,
-                                  f"accuracy within {100 * max_accuracy_drop:g} point of fp32",
+                                  f"accuracy at most {100 * max_accuracy_drop:g} point below fp32",
                                   fp32_accuracy - int8_accuracy <= max_accuracy_drop + 1e-12)
         self.path, self.fp32_bytes, self.int8_bytes, self.rows = path, fp32_bytes, int8_bytes, rows
         self.verdict, self.max_abs_diff, self.seconds = verdict, max_abs_diff, seconds

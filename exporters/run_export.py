@@ -24,7 +24,7 @@ from peft_core.pipeline import ExportResult, Run, data_modality, versions
 from peft_core.splits import split_inputs
 
 from .bundle import build_bundle
-from .hf_config import FORMAT
+from .hf_config import FORMAT, MODEL_FILES
 from .onnx import export_onnx
 from .parity import check_parity
 from .quantize import quantizable_share
@@ -120,7 +120,8 @@ def _export(run: Run, texts, labels, max_length: int, out: Path, parity_rows: in
     cfg = bundle_config(run, onnx_export, parity)
     todo = {"fp32": (onnx_export.path, cfg | {"precision": "fp32"})}
     if quant is not None and quant.finite:  # an int8 model with NaN / inf outputs is not bundled
-        todo["int8"] = (q_path, cfg | {"precision": "int8", "int8": quant.to_dict()})
+        todo["int8"] = (q_path, cfg | {"precision": "int8", "int8": quant.to_dict() | {"path": MODEL_FILES["int8"]},
+                                       "onnx": cfg["onnx"] | {"size_bytes": q_path.stat().st_size}})
     phase, bundles = Phase(emit, "bundle", len(todo)).start(), {}
     for precision, (path, config) in todo.items():
         bundles[precision] = build_bundle(run.run_dir / f"bundle-{precision}.zip", path, run.tokenizer, config, parity)

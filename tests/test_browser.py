@@ -203,7 +203,8 @@ def test_image_task_upload_train_gallery_try_it_export_and_a_broken_zip(browser,
     expect(page.get_by_test_id("label-output-value")).to_be_visible(timeout=30_000)
     page.locator("#export-btn").click()
     expect(page.locator("#export-md")).to_contain_text("Ready to download", timeout=240_000)
-    expect(page.locator("#export-md")).to_contain_text("convolutions stay fp32")
+    # a CNN gets static int8 (calibrated, batch-independent); it is the default only if it passed the gate
+    expect(page.locator("#export-md")).to_contain_text("int8: (static, calibrated, batch-independent)")
     expect(page.locator("#export-md")).to_contain_text("MB = 10^6 bytes")  # sizes in one unit, stated
     link = page.locator("#bundle-file td.download a").first  # a signed link: Gradio would say "(size unknown)"
     expect(link).to_be_visible()

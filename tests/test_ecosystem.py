@@ -192,6 +192,28 @@ def test_predict_py_writes_a_triton_model_repository(folders, tmp_path):
     bad = subprocess.run([sys.executable, str(folder / "predict.py"), "--triton-repository", str(repo),
                           "--triton-name", "../x"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Triton model name" in bad.stderr and not (tmp_path / "x").exists()
+    again = subprocess.run([sys.executable, str(folders["fp32"] / "predict.py"), "--triton-repository", str(repo),
+                            "--triton-name", "sms"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "already exists" in again.stderr  # never overwritten (no stale version wins)
+    assert (repo / "sms" / "1" / "model.onnx").read_bytes() == served
+
+
+def test_predict_py_checks_output_before_scoring_and_keeps_numbers(folders, tmp_path):
+    """--output into a missing folder or onto a folder: a one-line error (exit 2) before any scoring; the formula
+    guard leaves plain numbers (ids such as -5) as they are and still neutralises formulas."""
+    folder = folders["fp32"]
+    for out in (tmp_path / "missing" / "p.csv", tmp_path):
+        p = subprocess.run([sys.executable, str(folder / "predict.py"), "some text", "--output", str(out)],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2 and p.stderr.startswith("error: --output") and "Traceback" not in p.stderr
+    sys.path.insert(0, str(folder))
+    try:
+        import postprocess
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("postprocess", None)
+    assert [postprocess.safe_cell(v) for v in ("-5", "+3.5e-2", "=1+1", "-1+2", "@SUM(A1)", "text")] == [
+        "-5", "+3.5e-2", "'=1+1", "'-1+2", "'@SUM(A1)", "text"]
 
 
 def test_predict_py_still_reads_a_format_1_bundle(folders, head_run, tmp_path):

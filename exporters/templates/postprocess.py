@@ -35,9 +35,26 @@ def sigmoid(logits):
 
 
 def safe_cell(text):
-    """Neutralise spreadsheet formulas in CSV output (a cell starting with = + - @ gets a leading apostrophe)."""
+    """Neutralise spreadsheet formulas in CSV output (a cell starting with = + - @ gets a leading apostrophe;
+    OWASP's CSV-injection advice); a plain number such as ``-5`` or ``+3.2e-4`` is no formula and stays as it is."""
     s = str(text)
+    if s[:1] in ("+", "-") and _NUMBER.fullmatch(s):
+        return s
     return "'" + s if s[:1] in ("=", "+", "-", "@") else s
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def output_problem(path):
+    """Why a CSV cannot be written to ``path`` (its folder is missing, or it is a folder), or None; checked before
+    any scoring, so a long run does not end in an error."""
+    target = Path(path)
+    if target.is_dir():
+        return f"--output {path} is a folder: give a file name, e.g. {target / 'predictions.csv'}"
+    if not target.resolve().parent.is_dir():
+        return f"--output {path}: the folder {target.resolve().parent} does not exist; create it first"
+    return None
 
 
 class SingleLabel:
@@ -158,12 +175,13 @@ def model_file(config):
 
 def write_triton_repository(folder, dest, name):
     """A Triton Inference Server model repository entry from this bundle: ``dest/name/config.pbtxt`` (the bundle's
-    triton-config/config.pbtxt with ``name`` added) and ``dest/name/1/model.onnx`` (a copy of the bundle's graph; files
-    already there are replaced). Returns ``dest/name``.
+    triton-config/config.pbtxt with ``name`` added) and ``dest/name/1/model.onnx`` (a copy of the bundle's graph).
+    Returns ``dest/name``.
 
     Raises:
         ValueError: a ``name`` that is not a plain folder name (letters, digits, ``_ . -``).
         FileNotFoundError: the bundle has no triton-config/config.pbtxt (format 1) or no graph.
+        FileExistsError: ``dest/name`` exists and is not empty (it is never overwritten).
     """
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name or ""):
         raise ValueError(f"Triton model name {name!r}: use letters, digits, _ . - (it becomes a folder name)")
@@ -173,6 +191,8 @@ def write_triton_repository(folder, dest, name):
     if not graph.is_file():
         raise FileNotFoundError(f"no ONNX graph {graph}")
     out = Path(dest) / name
+    if out.exists() and any(out.iterdir()):  # Triton serves the highest version folder: an old one could win
+        raise FileExistsError(f"{out} already exists; remove it or choose another --triton-name")
     (out / "1").mkdir(parents=True, exist_ok=True)
     (out / "config.pbtxt").write_text(f'name: "{name}"\n' + pbtxt, encoding="utf-8")
     shutil.copyfile(graph, out / "1" / "model.onnx")

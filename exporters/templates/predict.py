@@ -194,6 +194,8 @@ def _command_line_items(ap, args, pairs):
 def main(argv=None):
     ap, args = _parse(argv)
     config = _config()
+    if args.output and postprocess.output_problem(args.output):
+        _fail("error: " + postprocess.output_problem(args.output))
     if args.triton_repository:
         try:
             out = postprocess.write_triton_repository(HERE, args.triton_repository, args.triton_name)
@@ -219,6 +221,8 @@ def main(argv=None):
         pred = Predictor(HERE, model)
     except ValueError as e:  # a task kind this script does not know
         _fail(f"error: {e}")
+    except Exception as e:  # noqa: BLE001 - onnxruntime's own errors (e.g. --model names a file that is not ONNX)
+        _fail(f"error: cannot load {model} as an ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
     post = pred.post
     scored = [n for n, t in enumerate(items) if all(p.strip() for p in parts(t))]  # empty rows: flagged
     if scored:

@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.images:
         ap.error("give image files or folders")
+    if args.output and postprocess.output_problem(args.output):
+        print("error: " + postprocess.output_problem(args.output), file=sys.stderr)
+        return 2
     paths, problems = collect(args.images)
     for msg in problems:
         print(f"error: {msg}", file=sys.stderr)

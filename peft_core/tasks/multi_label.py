@@ -251,7 +251,7 @@ class MultiLabel(TaskKind):
         fp32 = float(f1_score(y, a, average="micro", zero_division=0))
         int8 = float(f1_score(y, b, average="micro", zero_division=0))
         return Int8Verdict("micro-F1", fp32, int8, float((a == b).all(1).mean()),
-                           f"micro-F1 within {100 * INT8_MAX_MICRO_F1_DROP:g} point of fp32",
+                           f"micro-F1 at most {100 * INT8_MAX_MICRO_F1_DROP:g} point below fp32",
                            fp32 - int8 <= INT8_MAX_MICRO_F1_DROP + 1e-12, "pt", "the same label set as fp32")
 
 

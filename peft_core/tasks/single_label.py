@@ -86,5 +86,5 @@ class SingleLabel(TaskKind):
         a, b = np.asarray(fp32_logits).argmax(-1), np.asarray(int8_logits).argmax(-1)
         fp32, int8 = float((a == y).mean()), float((b == y).mean())
         return Int8Verdict("accuracy", fp32, int8, float((a == b).mean()),
-                           f"accuracy within {100 * INT8_MAX_ACCURACY_DROP:g} point of fp32",
+                           f"accuracy at most {100 * INT8_MAX_ACCURACY_DROP:g} point below fp32",
                            fp32 - int8 <= INT8_MAX_ACCURACY_DROP + 1e-12)
