@@ -49,7 +49,7 @@ def bundle_config(run: Run, onnx_export, parity) -> dict:
     return {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "modality": "image" if image else "text",
             "task": task, "id2label": task["id2label"], "problem_type": task["problem_type"], **inputs,
-            "input_names": onnx_export.input_names, "onnx": onnx_export.to_dict() | {"path": "model.onnx"},
+            "input_names": onnx_export.input_names, "onnx": onnx_export.to_dict(),
             "base_model": run.spec.to_dict(), "method": run.config.method,
             "method_config": run.config.method_cfg().to_dict(), "train_config": run.train_config.to_dict(),
             "trainable_parameters": run.trainable_parameters, "total_parameters": run.total_parameters,

@@ -17,6 +17,7 @@ Bundles written before task kinds (no "kind", or "text-classification" / "image-
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,20 @@ def model_file(config):
     """The graph's path in the bundle folder: "onnx/model.onnx", "onnx/model_quantized.onnx" (format 1:
     "model.onnx")."""
     return config.get("model_file") or "model.onnx"
+
+
+def triton_command(folder, dest, name):
+    """``predict.py --triton-repository dest --triton-name name``: writes the entry (:func:`write_triton_repository`)
+    and says where on stderr. Returns the exit code: 0, or 2 with one error line (a bad name, an existing entry,
+    a missing file)."""
+    try:
+        out = write_triton_repository(folder, dest, name)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out / 'config.pbtxt'} and {out / '1' / 'model.onnx'}; serve with: tritonserver "
+          f"--model-repository {dest}", file=sys.stderr)
+    return 0
 
 
 def write_triton_repository(folder, dest, name):

@@ -194,16 +194,10 @@ def _command_line_items(ap, args, pairs):
 def main(argv=None):
     ap, args = _parse(argv)
     config = _config()
-    if args.output and postprocess.output_problem(args.output):
-        _fail("error: " + postprocess.output_problem(args.output))
+    if args.output and (problem := postprocess.output_problem(args.output)):
+        _fail("error: " + problem)
     if args.triton_repository:
-        try:
-            out = postprocess.write_triton_repository(HERE, args.triton_repository, args.triton_name)
-        except (ValueError, OSError) as e:
-            _fail(f"error: {e}")
-        print(f"wrote {out / 'config.pbtxt'} and {out / '1' / 'model.onnx'}; serve with: tritonserver "
-              f"--model-repository {args.triton_repository}", file=sys.stderr)
-        return
+        sys.exit(postprocess.triton_command(HERE, args.triton_repository, args.triton_name))
     pairs = bool((config.get("task") or {}).get("text_pair_column"))
     items, parts = _command_line_items(ap, args, pairs), (lambda item: list(item) if pairs else [item])
     columns = ["text", "text_pair"] if pairs else ["text"]  # the output's input columns

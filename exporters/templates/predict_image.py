@@ -117,18 +117,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="the model's name (and folder) in --triton-repository (default classifier)")
     args = ap.parse_args(argv)
     if args.triton_repository:
-        try:
-            out = postprocess.write_triton_repository(HERE, args.triton_repository, args.triton_name)
-        except (ValueError, OSError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        print(f"wrote {out / 'config.pbtxt'} and {out / '1' / 'model.onnx'}; serve with: tritonserver "
-              f"--model-repository {args.triton_repository}", file=sys.stderr)
-        return 0
+        return postprocess.triton_command(HERE, args.triton_repository, args.triton_name)
     if not args.images:
         ap.error("give image files or folders")
-    if args.output and postprocess.output_problem(args.output):
-        print("error: " + postprocess.output_problem(args.output), file=sys.stderr)
+    if args.output and (problem := postprocess.output_problem(args.output)):
+        print("error: " + problem, file=sys.stderr)
         return 2
     paths, problems = collect(args.images)
     for msg in problems:
