@@ -25,11 +25,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import gradio as gr  # noqa: E402
 
+import app_audit  # noqa: E402
 import app_files as files  # noqa: E402
 import app_form as form  # noqa: E402
 import app_layout as layout  # noqa: E402
+import app_search  # noqa: E402
 import app_score as score  # noqa: E402
 import app_state as state  # noqa: E402
+import app_tracking as tracking_ui  # noqa: E402
 from app_components import _image_or_message, _links_only, _type_checked_by_reader, quiet_console  # noqa: E402
 from app_data import (balance_title, config_to_form, count_trainable, load_data, load_preview,  # noqa: E402,F401
                       method_defaults, modality_changed, preview_widths, _image_preview)
@@ -68,7 +71,11 @@ def build_demo() -> gr.Blocks:
         _image_or_message(u["image_in"])
         _type_checked_by_reader(d["train_file"]), _type_checked_by_reader(d["test_file"])
         _wire_data_and_method(d, u)
+        demo.load(form.solver_widgets, d["method"], [d["hp"][HP_FIELDS.index(f)] for f in form.SOLVER_FIELDS],
+                  **PRIVATE)  # the first method's fields (the page opens on the linear probe)
+        app_audit.wire(d)
         _wire_runs(demo, owner, view, timer, d, t, u, h)
+        app_search.wire(t["search"], owner, timer, d, t["run"])
     return demo
 
 
@@ -103,6 +110,8 @@ def _wire_data_and_method(d, u) -> None:
                       **PRIVATE)
     d["method"].change(form.method_widgets, d["method"], [d["hp"][2], d["num_layers"], d["lora_row"],
                                                            d["probe_epochs"]], **PRIVATE)
+    d["method"].change(form.solver_widgets, d["method"], [d["hp"][HP_FIELDS.index(f)] for f in form.SOLVER_FIELDS],
+                       **PRIVATE)
     d["modality"].change(form.text_only, d["modality"], d["hp"][HP_FIELDS.index("max_length")], **PRIVATE)
     d["train_file"].change(form.preview_visible, d["train_file"], d["preview_row"], **PRIVATE)
     count_inputs = data_inputs + _data_choices(d) + [d["model"], d["method"]] + _method_opts(d)
@@ -119,9 +128,11 @@ def _wire_runs(demo, owner, view, timer, d, t, u, h) -> None:
     t["train_btn"].click(train_model, [owner, d["train_file"], d["test_file"], d["text_col"], d["label_col"],
                                        d["model"], d["method"]] + d["hp"] + method_opts
                          + [d["probe_epochs"], t["run_name"], d["task"], d["pair_col"], d["separator"],
-                            d["class_weights"]],
+                            d["class_weights"], t["report_to"]],
                          [t["started"], t["started_msg"]], api_name="train"
                          ).success(_picker, [owner, t["started"]], t["run"], **PRIVATE)
+    t["run"].change(tracking_ui.report_to_of_run, [owner, t["run"]], t["report_to"], **PRIVATE)
+    h["config_up"].upload(tracking_ui.report_to_of_config, h["config_up"], t["report_to"], **PRIVATE)
     t["cancel_btn"].click(cancel_run, [owner, t["run"]], t["status"], api_name="cancel", concurrency_limit=None)
     t["delete_btn"].click(delete_run, [owner, t["run"]], t["run"], api_name="delete", concurrency_limit=None)
     t["restart_btn"].click(restart_run, [owner, t["run"]], t["status"], api_name="restart", concurrency_limit=None)

@@ -34,6 +34,37 @@ def method_widgets(method: str):
             *(gr.update(visible=v) for v in option_rows(method)), gr.update(visible=trains))
 
 
+#: hyper-parameter fields (app.HP_FIELDS names) that ``solver_widgets`` relabels or hides, in its output order
+SOLVER_FIELDS = ("epochs", "batch_size", "head_learning_rate", "weight_decay", "warmup_ratio", "dropout")
+#: per solver (``TrainConfig.solver``): label and info of the fields it reads differently; None: the field does not
+#: apply (hidden). Fields not named keep the layout's label (mini-batch AdamW reads them all).
+SOLVER_LABELS = {
+    "lbfgs": {"epochs": ("Epochs (max L-BFGS iterations)", "The linear probe is fit on all cached rows at once "
+                         "(full-batch L-BFGS, as scikit-learn's LogisticRegression); early stopping may end sooner"),
+              "weight_decay": ("L2 weight decay", "L2 penalty of the head, C = 1 / value in scikit-learn's terms "
+                               "(0.1 = C 10); the fit then tries a tenth of it and keeps what validates better"),
+              "batch_size": None, "head_learning_rate": None, "warmup_ratio": None, "dropout": None},
+}
+ADAMW_LABELS = {"epochs": ("Epochs (max)", "Upper limit: early stopping may end training sooner"),
+                "weight_decay": ("Weight decay", "AdamW weight decay (0.01 is typical; 0 = none)")}
+
+
+def solver_widgets(method: str):
+    """Method chosen -> updates of the SOLVER_FIELDS fields for the method's default solver: the linear probe's
+    full-batch L-BFGS has no learning rate, batch, warmup or dropout, and reads epochs as iterations and weight
+    decay as its L2 term."""
+    m = METHODS.get(method)
+    labels = SOLVER_LABELS.get((m.train_defaults.get("solver") if m else None) or "adamw", {})
+    out = []
+    for name in SOLVER_FIELDS:
+        if name in labels and labels[name] is None:
+            out.append(gr.update(visible=False))
+        else:
+            label, info = labels.get(name) or ADAMW_LABELS.get(name, (None, None))
+            out.append(gr.update(visible=True, **({"label": label, "info": info} if label else {})))
+    return tuple(out)
+
+
 def text_only(modality: str):
     """Data kind switched -> max_length (tokens) is shown for text only."""
     return gr.update(visible=modality != "image")

@@ -30,6 +30,8 @@ def _settings(j: JobInfo) -> str:
     rates = (f"{p.get('learning_rate')} / {p.get('head_learning_rate')}" if _trains_encoder(j)
              else f"{p.get('head_learning_rate')} (head)")
     text = f"{p.get('epochs')} epochs · lr {rates}"
+    if p.get("solver") == "lbfgs":  # full-batch L-BFGS: no learning rate; epochs are iterations, L2 its term
+        text = f"{p.get('epochs')} L-BFGS iterations · L2 {p.get('weight_decay')}"
     return text if is_image_run(j) else text + f" · max_length {p.get('max_length')}"
 
 

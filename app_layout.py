@@ -7,8 +7,13 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
+import app_audit
 import app_history as history_views
+import app_search
 import app_views as views
+from peft_core.tracking import TRACKERS
+
+TRACKER_CHOICES = [(t.title, name) for name, t in TRACKERS.items()]  # (shown, value) for "Report to"
 
 
 def data_and_model(defaults, model_choices, default_model, method_choices):
@@ -60,6 +65,7 @@ def data():
         w["classes"] = gr.Dataframe(pd.DataFrame(columns=["label", "train", "validation", "test", "share %"]),
                                     label="Label balance (rows per split)", interactive=False, max_height=300,
                                     scale=2, elem_id="classes")
+    w.update(app_audit.widgets())  # "Check labels": the label audit (app_audit)
     return w
 
 
@@ -139,7 +145,12 @@ def train():
     with gr.Row():
         w["run_name"] = gr.Textbox(label="Run name or note (optional)", placeholder="e.g. LoRA r=4, more epochs",
                                    max_length=80, scale=3, elem_id="run-name")
+        w["report_to"] = gr.CheckboxGroup(label="Report to (experiment tracking)", choices=TRACKER_CHOICES,
+                                          value=[], scale=2, elem_id="report-to",
+                                          info="Also log parameters, losses and metrics to these trackers "
+                                               "(files in the run's tracking/ folder on the server)")
         w["train_btn"] = gr.Button("Start training", variant="primary", elem_id="train-btn", scale=2)
+    w["search"] = app_search.section()  # "Find the best settings": its components by name
     w["started"] = gr.Textbox(visible=False)  # id of the run just started (the /train API result) ...
     w["started_msg"] = gr.Markdown(visible=False)  # ... and its first status (the page shows the live one)
     with gr.Row(equal_height=True):

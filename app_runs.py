@@ -21,6 +21,7 @@ from app_state import download_link, user_errors
 from peft_core.errors import JobError
 from peft_core.jobs import TERMINAL, new_owner_token
 from peft_core.models import REGISTRY
+from peft_core.tracking import parse_report_to
 
 def _mine(owner):
     """This owner's runs, or [] while the browser has no token yet."""
@@ -52,20 +53,22 @@ def train_model(owner, train_file, test_file, text_col, label_col, model, method
                 learning_rate, head_learning_rate, weight_decay, warmup_ratio, max_length, dropout,
                 early_stopping_patience, seed, num_layers, lora_r, lora_alpha, lora_dropout, lora_targets,
                 probe_epochs=None, run_name=None, task=None, text_pair_column=None, label_separator=None,
-                class_weights=False):
+                class_weights=False, report_to=None):
     """Check the inputs and queue a training run -> (run id, status HTML). Returns at once; follow the run
     with /status (API) or the live view (page). ``probe_epochs``: LP-FT warm-start epochs (None: the method's
     default); ``run_name``: an optional name or note shown with the run; ``task``: a task kind of
     ``peft_core.tasks.TASKS`` ("inferred" or None: from the data); ``text_pair_column``: the second text of pair
     tasks (None: inferred from well-known column pairs; "(none)" or "": no pair); ``label_separator``:
     multi-label strings' separator (None: inferred); ``class_weights``: weight the loss against class
-    imbalance."""
+    imbalance; ``report_to``: experiment trackers (``peft_core.tracking.TRACKERS`` names, a list or a
+    comma-separated string; logs in the run's ``tracking/`` folder on the server)."""
     hp = (epochs, batch_size, learning_rate, head_learning_rate, weight_decay, warmup_ratio, max_length, dropout,
           early_stopping_patience, seed)
     method_opts = (num_layers, lora_r, lora_alpha, lora_dropout, lora_targets)
     options = data_options(text_col, label_col, task, text_pair_column, label_separator)
     cfg = _run_config(train_file, test_file, options, model, method, hp, method_opts, class_weights)
     cfg.train = dataclasses.replace(cfg.train, probe_epochs=probe_epochs)  # validated like the others
+    cfg.report_to = parse_report_to(report_to)  # ConfigError names the choices
     data = _prepare(cfg.train_file, cfg.test_file, **options)
     if model and model in REGISTRY:  # a bundled model of the wrong kind: say so now, not after queueing
         from peft_core.pipeline import check_modality

@@ -50,9 +50,11 @@ def _setup(args, data):
     torch.manual_seed(0)
     opts = {"last_n": {"num_layers": 2}, "lora": {"r": 8}}.get(args.method, {})
     model, tok, *_ = build_model("minilm", args.method, opts, data.task.num_labels)
-    # the same algorithm on both sides: no linear-probe warm start (the Trainer run has none)
+    # the same algorithm on both sides: no linear-probe warm start (the Trainer run has none), and mini-batch AdamW
+    # for the head too (the linear probe's default full-batch L-BFGS is measured by bench/probe.py)
     cfg = TrainConfig(epochs=args.epochs, max_length=args.max_length, batch_size=32, early_stopping_patience=0,
-                      probe_epochs=0).with_defaults(METHODS[args.method].train_defaults)
+                      probe_epochs=0, solver="adamw", weight_decay=0.01).with_defaults(
+                          METHODS[args.method].train_defaults)
     return model, tok, cfg
 
 

@@ -21,10 +21,13 @@ import signal
 import sys
 import threading
 
+from .cli_audit import COMMANDS as AUDIT_COMMANDS, add_audit_parser
 from .cli_runs import COMMANDS, add_parsers, print_export
+from .cli_search import add_parser as add_search_parser, cmd_search
 from .errors import PeftCoreError, RunCancelled
 from .methods import METHODS
 from .tasks import TASKS
+from .tracking import TRACKERS
 from .models import DEFAULT_MODELS, REGISTRY
 
 
@@ -52,12 +55,18 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder to write (model, reports, plots, bundle)")
     t.add_argument("--export", action="store_true",
                    help="export ONNX, check parity, write bundle-fp32.zip and bundle-int8.zip")
+    t.add_argument("--report-to", default="none", metavar="{" + ",".join(TRACKERS) + ",none}",
+                   help="experiment trackers to log parameters, losses and metrics to, comma-separated (logs in "
+                        "OUT/tracking; MLflow: MLFLOW_TRACKING_URI when set; Trackio: TRACKIO_DIR when set)")
     g = t.add_argument_group("hyper-parameters (default: the method's)")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
     g.add_argument("--learning-rate", type=float, help="encoder / adapter learning rate")
     g.add_argument("--head-learning-rate", type=float)
-    g.add_argument("--weight-decay", type=float, default=0.01)
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay; with --solver lbfgs the L2 "
+                   "strength, C = 1/weight_decay as in scikit-learn (default: the method's)")
+    g.add_argument("--solver", choices=["adamw", "lbfgs"], help="adamw: mini-batch AdamW; lbfgs: full-batch L-BFGS "
+                   "of the head on cached features (default: the method's; head: lbfgs)")
     g.add_argument("--warmup-ratio", type=float, default=0.1)
     g.add_argument("--max-length", type=int, default=128, help="tokens per text (longer texts are truncated)")
     g.add_argument("--dropout", type=float, default=0.1, help="head dropout")
@@ -76,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--lora-dropout", type=float, default=0.1)
     m.add_argument("--lora-targets", default="", help="comma-separated module names (default: per model)")
     add_parsers(sub)
+    add_search_parser(sub)
+    add_audit_parser(sub)
     return ap
 
 
@@ -96,11 +107,11 @@ def _run_config(args):
                        warmup_ratio=args.warmup_ratio, max_length=args.max_length, dropout=args.dropout,
                        early_stopping_patience=args.patience, seed=args.seed,
                        feature_cache=not args.no_feature_cache, probe_epochs=args.probe_epochs,
-                       class_weights=args.class_weights)
+                       class_weights=args.class_weights, solver=args.solver)
     return RunConfig(train_file=args.data, test_file=args.test_data, text_column=args.text_column,
                      label_column=args.label_column, task=args.task, text_pair_column=args.text_pair_column,
                      label_separator=args.label_separator, model=args.model, method=args.method,
-                     method_config=_method_config(args), train=tcfg)
+                     method_config=_method_config(args), train=tcfg, report_to=args.report_to)
 
 
 def cmd_train(args) -> int:
@@ -131,10 +142,13 @@ def cmd_train(args) -> int:
     say("== Data\n" + data.report.to_markdown().replace("**", ""))
     _print_table(data.report.class_table())
 
-    def show_message(ev):
+    shown = []
+
+    def show_message(ev):  # the first message is the trainable-parameter summary; later ones (tracking) as they are
         if ev.kind == "message":
             model = args.model or DEFAULT_MODELS[data.task.modality]
-            say(f"== Model {model}, method {args.method}: {ev.message}")
+            say(f"== Model {model}, method {args.method}: {ev.message}" if not shown else ev.message)
+            shown.append(ev.message)
 
     bar = TqdmBar(mininterval=2, file=sys.stderr)
     try:
@@ -198,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()  # weight loading/saving bars would drown the report
     try:
-        return ({"train": cmd_train} | COMMANDS)[args.command](args)
+        search = {"search": lambda a: cmd_search(a, _stop_on_ctrl_c)}
+        return ({"train": cmd_train} | search | COMMANDS | AUDIT_COMMANDS)[args.command](args)
     except RunCancelled as e:
         print(f"cancelled: {e}", file=sys.stderr)
         return 130

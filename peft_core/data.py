@@ -189,4 +189,5 @@ def prepare_data(train_file: str | Path, test_file: str | Path | None = None, *,
                         files={n: len(t.frame) for n, t in zip(ctx.names, tables)}, notes=choice.notes,
                         task=choice.kind, task_reason=choice.reason, text_pair_column=choice.text_pair_column,
                         targets=targets.described, target_summary=targets.summary, no_label_rows=targets.no_label)
-    return PreparedData(splits=splits, task=spec, report=report)
+    file_rows = {k: [int(r) for r in v["_row"]] for k, v in targets.parts.items()}
+    return PreparedData(splits=splits, task=spec, report=report, file_rows=file_rows)

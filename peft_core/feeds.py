@@ -180,14 +180,24 @@ class FeatureFeed(TextFeed):
     def __init__(self, model, tokenizer, texts: dict, max_length: int, acc, phase: Phase | None = None):
         super().__init__(model.head, tokenizer, texts, max_length, acc)
         model.eval()
+        from . import feature_memo  # a search's later linear-probe runs reuse the first one's features
+
+        memo = feature_memo.key(model, texts, max_length) if feature_memo.active() and acc.num_processes == 1 \
+            else None
         tick = _encoding(phase, texts, acc)
-        self.features = {}
+        self.features = feature_memo.get(memo) or {}
+        if self.features:
+            tick(sum(len(rows) for rows in texts.values()))
+            if phase is not None:
+                phase.finish()
+            return
         for s, rows in texts.items():
             def run(ix, rows=rows):  # float32 [hidden] per row of this process's shard
                 part = [rows[i] for i in ix]
                 return list(map_tracked(lambda b: model.features(**b), tokenizer, part, max_length, acc.device,
                                         tick)) if part else []
             self.features[s] = torch.stack(sharded(acc, run, len(rows)))  # [n, hidden]
+        feature_memo.put(memo, self.features)
         if phase is not None:
             phase.finish()
 

@@ -9,6 +9,7 @@ they are made of); neither does any work of its own. A run lives in its own fold
     run_dir/adapter/           LoRA only: the peft adapter (with the head) before merging
     run_dir/report.json        data report, trainable parameters, training history, evaluation
     run_dir/confusion_matrix.png, run_dir/training.png
+    run_dir/tracking/          with report_to: TensorBoard events, MLflow / Trackio stores (peft_core.tracking)
     run_dir/export/parity.json, int8.json                               after export
     run_dir/bundle-fp32.zip, run_dir/bundle-int8.zip                   the two bundles: the only copies of the
                                                                         fp32 / int8 ONNX models (exporters.run_export)
@@ -29,6 +30,7 @@ from .methods import count_parameters, get_method
 from .models import DEFAULT_MODELS, ModelSpec, get_spec, load_backbone
 from .modeling import TextClassifier, make_classifier, save_classifier
 from .tasks import get_task
+from .tracking import parse_report_to, run_tracking
 from .training import TrainConfig, TrainResult, make_accelerator, train
 
 
@@ -45,6 +47,8 @@ class RunConfig:
         task: key of ``peft_core.tasks.TASKS`` (None: inferred from the data, see ``peft_core.data``);
             text_pair_column: the second text of pair tasks (None: inferred from well-known column pairs);
             label_separator: multi-label strings' separator (None: inferred).
+        report_to: experiment trackers of ``peft_core.tracking.TRACKERS`` ("tensorboard", "mlflow", "trackio";
+            a comma-separated string is accepted; empty: none).
     """
 
     train_file: str
@@ -60,8 +64,10 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     test_fraction: float = 0.2
     validation_fraction: float = 0.1
+    report_to: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.report_to = parse_report_to(self.report_to)
         if isinstance(self.train, dict):
             self.train = TrainConfig(**self.train)
         if self.task:
@@ -178,16 +184,19 @@ def fine_tune(cfg: RunConfig, run_dir: str | Path, callbacks: Sequence[Callback]
         (run_dir / "config.json").write_text(json.dumps({"run": cfg.to_dict(), "versions": versions()}, indent=2))
     for cb in listeners:
         cb(ProgressEvent("message", message=trainable_summary(trainable, total)))
-    result = train(model, tokenizer, data.splits, tcfg, listeners, control, accelerator=acc, task=data.task)
-    if result.cancelled and not result.best_epoch:
-        raise RunCancelled(phase=result.cancelled_in)
-    method = get_method(cfg.method)
-    if method.merge is not None:
-        if main:
-            model.save_pretrained(str(run_dir / "adapter"))
-        model = method.merge(model)
-    model.eval()
-    logits, report = _evaluate(acc, model, tokenizer, data, tcfg, listeners, None if result.cancelled else control)
+    with run_tracking(cfg, tcfg, data, run_dir, listeners, (trainable, total), main) as tracking:
+        result = train(model, tokenizer, data.splits, tcfg, listeners, control, accelerator=acc, task=data.task)
+        if result.cancelled and not result.best_epoch:
+            raise RunCancelled(phase=result.cancelled_in)
+        method = get_method(cfg.method)
+        if method.merge is not None:
+            if main:
+                model.save_pretrained(str(run_dir / "adapter"))
+            model = method.merge(model)
+        model.eval()
+        logits, report = _evaluate(acc, model, tokenizer, data, tcfg, listeners,
+                                   None if result.cancelled else control)
+        tracking.log_report(report)
     run = Run(run_dir, cfg, data, spec, model, tokenizer, tcfg, trainable, total, result, report, logits, {})
     if main:
         _save(run, modality, acc.num_processes)

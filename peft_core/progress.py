@@ -91,7 +91,8 @@ class Progress:
       sooner, and it leaves out the held-out evaluation that follows (usually shorter than one epoch). While
       evaluating: that phase's ETA. None while preparing or encoding (nothing yet says how long training will
       take; show ``phase_eta_s`` then) and whenever the current phase has no basis.
-    - ``step`` / ``total_steps``: optimizer steps done / planned. ``epoch``: epochs done (fractional inside an
+    - ``step`` / ``total_steps``: optimizer steps done / planned (a finished run: both the steps it ran, when
+      early stopping or a converged L-BFGS fit ended it before the plan). ``epoch``: epochs done (fractional inside an
       epoch). ``elapsed_s``: seconds since training began (``train`` was called: caching included).
     - ``losses``: [(step, training loss)], thinned to at most ``MAX_LOSS_POINTS``.
     - ``val``: [(epoch, metric name, value)] for validation loss / accuracy / macro-F1 at each epoch end.
@@ -221,6 +222,8 @@ def summarize(events: list[dict]) -> Progress:
                       for k, v in ev.get("metrics", {}).items()]
         elif kind == "end":
             p.elapsed_s = ev.get("elapsed_s", p.elapsed_s)
+            if ev.get("message") == "finished" and ev.get("total_steps"):  # ended before the plan (early stopping,
+                p.step = p.total_steps = ev["total_steps"]                  # L-BFGS converged): all it needed
         elif kind == "message" and ev.get("message"):
             p.notes.append(ev["message"])
         line = _log_line(ev)

@@ -126,11 +126,14 @@ class DataReport:
 class PreparedData:
     """The result of ``prepare_data``: splits with columns ``text`` (str, plus ``text_pair`` for pair tasks) or
     ``image`` (file path), and ``label``: int64 class id (single-label), 0/1 int list of length num_labels in id
-    order (multi-label), float in the target's own units (regression)."""
+    order (multi-label), float in the target's own units (regression). ``file_rows``: tables only (else None):
+    split -> the 0-based data row (header excluded) in its file of each row of the split, in split order (the
+    test split's rows are in the test file when one was given); the label audit maps rows back with it."""
 
     splits: "datasets.DatasetDict"  # noqa: F821  (train / validation / test)
     task: TaskSpec
     report: DataReport
+    file_rows: dict[str, list[int]] | None = None
 
 
 def small_split_warnings(split_sizes: dict[str, int], threshold: int = 100) -> list[str]:

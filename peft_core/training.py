@@ -20,7 +20,12 @@ from .data import split_inputs
 from .checks import check_number
 from .errors import ConfigError, NonFiniteError
 from .feeds import FeatureFeed, _layer_stack, first_trainable_layer, make_feed
+from .full_batch import BestEpochs, lbfgs_fit
 from .tasks import TaskSpec, get_task
+
+
+#: training solvers: mini-batch AdamW (any trainable part) and full-batch L-BFGS (a head on cached features)
+SOLVERS = ("adamw", "lbfgs")
 
 
 def max_epochs() -> int:
@@ -43,14 +48,17 @@ class TrainConfig:
     validation score or loss (0 disables); ``dropout`` is the head's dropout probability; ``probe_epochs``: when
     the method trains more than the head, first fit the head alone for up to this many epochs on cached features
     (LP-FT; 0: off); ``class_weights``: weight the loss against class imbalance (single-label: "balanced" class weights;
-    multi-label: per-label ``pos_weight``; see ``peft_core.tasks``), off by default.
+    multi-label: per-label ``pos_weight``; see ``peft_core.tasks``), off by default; ``solver``: "adamw" (mini-batch
+    AdamW, every method) or "lbfgs" (full-batch L-BFGS of the head alone on cached features, the linear probe's
+    default; there an epoch is one L-BFGS iteration and ``weight_decay`` is the L2 term, C = 1 / weight_decay,
+    see ``peft_core.full_batch``).
     """
 
     epochs: int | None = None
     batch_size: int | None = None
     learning_rate: float | None = None
     head_learning_rate: float | None = None
-    weight_decay: float = 0.01
+    weight_decay: float | None = None
     warmup_ratio: float = 0.1
     max_length: int = 128
     dropout: float = 0.1
@@ -59,6 +67,7 @@ class TrainConfig:
     feature_cache: bool = True
     probe_epochs: int | None = None
     class_weights: bool = False
+    solver: str | None = None
 
     def __post_init__(self) -> None:
         checks = {"epochs": (1, max_epochs()), "batch_size": (1, 4096), "learning_rate": (0, 1), "head_learning_rate":
@@ -69,6 +78,8 @@ class TrainConfig:
         for name, (lo, hi) in checks.items():
             if getattr(self, name) is not None:  # finite, in range; NaN / inf refused with the field's name
                 setattr(self, name, check_number(name, getattr(self, name), lo, hi, whole=name in whole))
+        if self.solver is not None and self.solver not in SOLVERS:
+            raise ConfigError(f"solver {self.solver!r} is unknown; choose one of {', '.join(SOLVERS)}")
 
     def with_defaults(self, defaults: dict) -> "TrainConfig":
         """A copy where every ``None`` field takes the value from ``defaults``."""
@@ -227,7 +238,7 @@ def train(model: nn.Module, tokenizer, splits, cfg: TrainConfig, callbacks: Sequ
     if not res.cancelled:
         res.used_feature_cache, res.cache = feed.kind != "none", feed.kind
         with intra_op_threads(feed.step_threads):
-            _fit(model, feed, labels, objective, cfg, acc, emit, control, res, t0)
+            _solve(model, feed, labels, objective, cfg, acc, emit, control, res, t0)
     model.eval()
     res.seconds = time.perf_counter() - t0
     emit(ProgressEvent("end", len(res.step_losses), len(res.step_losses),
@@ -246,6 +257,21 @@ def intra_op_threads(n: int | None):
     finally:
         if n:
             torch.set_num_threads(before)
+
+
+def _solve(model, feed, labels, objective, cfg: TrainConfig, acc, emit, control, res: TrainResult,
+           t0: float) -> None:
+    """Run ``cfg.solver`` on ``feed``: L-BFGS where only the head trains on cached pooled features (else it says
+    so and uses AdamW), mini-batch AdamW otherwise."""
+    if cfg.solver == "lbfgs" and feed.kind == FeatureFeed.kind and not _trains_beyond_head(model):
+        lbfgs_fit(model, feed, labels, objective, cfg, emit, control, res, t0,
+                  lambda value, where: _stop_if_non_finite(acc, value, "training loss", where, cfg),
+                  f"; {acc.num_processes} process(es) on {acc.device}")
+        return
+    if cfg.solver == "lbfgs":
+        emit(ProgressEvent("message", message="L-BFGS needs the head alone on cached pooled features (here: "
+                           f"cache {feed.kind}); training with AdamW mini-batches instead"))
+    _fit(model, feed, labels, objective, cfg, acc, emit, control, res, t0)
 
 
 def _set_output_bias(model: nn.Module, bias: list[float]) -> None:
@@ -276,13 +302,14 @@ def _linear_probe(model, tokenizer, texts, labels, objective, cfg: TrainConfig, 
     try:
         feed = FeatureFeed(model, tokenizer, texts, cfg.max_length, acc, Phase(emit, "encoding", 0, control))
         pcfg = replace(cfg, epochs=cfg.probe_epochs, head_learning_rate=PROBE["head_learning_rate"],
-                       batch_size=PROBE["batch_size"], early_stopping_patience=PROBE["early_stopping_patience"])
+                       batch_size=PROBE["batch_size"], early_stopping_patience=PROBE["early_stopping_patience"],
+                       solver=PROBE["solver"], weight_decay=PROBE["weight_decay"])
         emit(ProgressEvent("message", message=f"linear probe warm start: head only, up to {pcfg.epochs} epochs "
                            "on cached features"))
         part = TrainResult()
         with intra_op_threads(feed.step_threads):
-            _fit(model, feed, labels, objective, pcfg, _Local(acc.device), lambda ev: None, control, part,
-                 time.perf_counter())
+            _solve(model, feed, labels, objective, pcfg, _Local(acc.device), lambda ev: None, control, part,
+                   time.perf_counter())
     finally:
         for p in frozen:
             p.requires_grad_(True)
@@ -322,7 +349,7 @@ def _fit(model, feed, labels, objective, cfg: TrainConfig, acc, emit, control, r
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     module, optimizer, loader, scheduler = acc.prepare(feed.module, optimizer, loader, scheduler)
     total = cfg.epochs * len(loader)  # per process, after sharding
-    best, best_key, bad_epochs, step, top_f1, low_loss = None, None, 0, 0, -np.inf, np.inf
+    keeper, step = BestEpochs(model, cfg.early_stopping_patience), 0
     emit(ProgressEvent("start", 0, total, message=f"{len(labels['train'])} training rows; cache: {feed.kind}; "
                        f"{acc.num_processes} process(es) on {acc.device}", elapsed_s=time.perf_counter() - t0))
     phase = Phase(emit, "training", total, control, every_s=1.0)
@@ -351,23 +378,11 @@ def _fit(model, feed, labels, objective, cfg: TrainConfig, acc, emit, control, r
             _stop_if_non_finite(acc, metrics["val_loss"], "validation loss", f"the end of epoch {epoch}", cfg)
             res.history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), **metrics})
             emit(ProgressEvent("epoch", step, total, epoch, metrics=metrics, elapsed_s=time.perf_counter() - t0))
-            score = metrics["val_score"] if np.isfinite(metrics["val_score"]) else -np.inf
-            key = (round(score, 6), -round(metrics["val_loss"], 6))
-            if best_key is None or key > best_key:  # keep the weights with the best score (then lowest loss)
-                best_key, res.best_epoch = key, epoch
-                best = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
-            # patience runs out only when neither the score nor the loss improved: a head still moving off the
-            # majority class lowers the loss for several epochs before its macro-F1 moves
-            if score > top_f1 + 1e-6 or metrics["val_loss"] < low_loss - 1e-6:
-                bad_epochs = 0
-            else:
-                bad_epochs += 1
-                if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
-                    res.stopped_early = True
-                    break
-            top_f1, low_loss = max(top_f1, score), min(low_loss, metrics["val_loss"])
+            if keeper.update(epoch, metrics):
+                res.stopped_early = True
+                break
         phase.finish(step)  # early stopping: fewer steps than planned
     except StopRequested as e:
         res.cancelled, res.cancelled_in = True, e.phase
-    if best is not None:
-        model.load_state_dict(best, strict=False)
+    res.best_epoch = keeper.epoch
+    keeper.restore()

@@ -38,8 +38,8 @@ def _train_raw(client, data_file, method, **changes) -> tuple[str, object]:
     upload = {"path": path, "orig_name": "sms_small.csv", "meta": {"_type": "gradio.FileData"}}
     owner = client.predict(api_name="/new_owner")
     body = json.dumps({"data": [owner, upload, None, "text", "label", "minilm", method, *(HP | changes).values(),
-                                None, "", None, None, None, False]})  # probe_epochs (method default), run_name, task,
-                                # text_pair_column, label_separator, class_weights
+                                None, "", None, None, None, False, []]})  # probe_epochs (method default), run_name,
+                                # task, text_pair_column, label_separator, class_weights, report_to
     event_id = httpx.post(f"{base}/call/train", content=body, headers={"Content-Type": "application/json"}
                           ).json()["event_id"]
     with httpx.stream("GET", f"{base}/call/train/{event_id}", timeout=120) as stream:

@@ -28,8 +28,8 @@ _head_run = _run
 @pytest.mark.parametrize("method,options,kind", [("head", {}, "pooled features"),
                                                  ("last_n", {"num_layers": 2}, "frozen-prefix token states")])
 def test_cache_gives_the_same_model_as_recomputing(small, method, options, kind):
-    m1, r1 = _run(small, method, options, epochs=2, early_stopping_patience=0, feature_cache=True)
-    m2, r2 = _run(small, method, options, epochs=2, early_stopping_patience=0, feature_cache=False)
+    m1, r1 = _run(small, method, options, epochs=2, early_stopping_patience=0, feature_cache=True, solver="adamw")
+    m2, r2 = _run(small, method, options, epochs=2, early_stopping_patience=0, feature_cache=False, solver="adamw")
     assert r1.used_feature_cache and not r2.used_feature_cache
     assert (r1.cache, r2.cache) == (kind, "none")
     trained = {n: p for n, p in m1.named_parameters() if p.requires_grad}
@@ -45,7 +45,8 @@ def test_cache_gives_the_same_model_as_recomputing(small, method, options, kind)
 
 
 def test_early_stopping_restores_the_best_epoch(small):
-    model, res = _head_run(small, epochs=60, early_stopping_patience=2, head_learning_rate=0.2, warmup_ratio=0.0)
+    model, res = _head_run(small, epochs=60, early_stopping_patience=2, head_learning_rate=0.2, warmup_ratio=0.0,
+                           solver="adamw")
     assert res.stopped_early and len(res.history) < 60
     best = max(res.history, key=lambda h: (round(h["val_macro_f1"], 6), -round(h["val_loss"], 6)))
     assert res.best_epoch == best["epoch"]
@@ -67,7 +68,7 @@ def test_stop_flag_cancels_within_a_step(small):
             if ev.step == 3:
                 control.request_stop()
 
-    cfg = TrainConfig(max_length=48).with_defaults(METHODS["head"].train_defaults)
+    cfg = TrainConfig(max_length=48, solver="adamw").with_defaults(METHODS["head"].train_defaults)
     res = train(model, tok, small.splits, cfg, [stop_after_three], control)
     assert res.cancelled and seen == [1, 2, 3] and res.history == []
 
@@ -168,7 +169,8 @@ def test_loss_turning_nan_mid_training_stops_it(small, at, expected):
 
     torch.manual_seed(0)
     model, tok, *_ = build_model("minilm", "head", {}, small.task.num_labels)
-    cfg = TrainConfig(epochs=2, max_length=48, early_stopping_patience=0).with_defaults(METHODS["head"].train_defaults)
+    cfg = TrainConfig(epochs=2, max_length=48, early_stopping_patience=0, solver="adamw").with_defaults(
+        METHODS["head"].train_defaults)
     per_epoch = []
 
     def diverge(ev):  # the head's bias turns NaN after a given optimizer step, as a diverging run's weights do

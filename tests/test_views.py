@@ -74,6 +74,8 @@ def test_history_and_comparison_tables():
     assert (h.loc[0, "metric"], h.loc[0, "score"]) == ("macro-F1", 0.97)  # a record from before task kinds
     assert h.loc[0, "duration"] == "30 s" and h.loc[0, "status"] == "finished"
     assert h.loc[1, "duration"] == "" and "lr 0.01 (head)" in h.loc[1, "settings"]  # a frozen encoder has no lr
+    probe = dataclasses.replace(jobs[1], params=dict(jobs[1].params, solver="lbfgs", weight_decay=0.1, epochs=200))
+    assert history_frame([probe]).loc[0, "settings"].startswith("200 L-BFGS iterations · L2 0.1")
     lora = dataclasses.replace(jobs[1], method="lora", params=dict(jobs[1].params, learning_rate=0.001))
     assert "lr 0.001 / 0.01" in history_frame([lora]).loc[0, "settings"]  # encoder (adapter) / head
     c = compare_frame(jobs[:1])
@@ -324,6 +326,16 @@ def test_method_fields_follow_the_method():
     assert lr["label"] == "Encoder learning rate (last N layers)" and n["visible"] and not lora["visible"]
     lr, n, lora, probe = app_form.method_widgets("head")
     assert not (lr["visible"] or n["visible"] or lora["visible"] or probe["visible"])
+
+
+def test_the_linear_probe_form_shows_only_what_l_bfgs_reads():
+    import app_form
+
+    fields = dict(zip(app_form.SOLVER_FIELDS, app_form.solver_widgets("head")))
+    assert not any(fields[f]["visible"] for f in ("batch_size", "head_learning_rate", "warmup_ratio", "dropout"))
+    assert "L-BFGS iterations" in fields["epochs"]["label"] and "C = 1 / value" in fields["weight_decay"]["info"]
+    back = dict(zip(app_form.SOLVER_FIELDS, app_form.solver_widgets("lora")))  # mini-batch AdamW reads them all
+    assert all(u["visible"] for u in back.values()) and back["epochs"]["label"] == "Epochs (max)"
 
 
 def test_epoch_axis_is_one_category_per_epoch_for_short_runs_and_numeric_for_long_ones():

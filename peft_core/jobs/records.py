@@ -81,7 +81,8 @@ def _params(cfg) -> dict:
     t = cfg.train.with_defaults(get_method(cfg.method).train_defaults)
     return {"epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
             "head_learning_rate": t.head_learning_rate, "max_length": t.max_length,
-            "patience": t.early_stopping_patience, "method_config": dict(cfg.method_config)}
+            "patience": t.early_stopping_patience, "weight_decay": t.weight_decay, "solver": t.solver,
+            "method_config": dict(cfg.method_config)}
 
 
 def _results(run) -> dict:

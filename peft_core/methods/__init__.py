@@ -27,6 +27,8 @@ class Method:
     # what TrainConfig.learning_rate means for this method (the app's label); None: the encoder stays frozen and
     # its features are computed once
     encoder_lr_label: str | None = None
+    # what a budgeted search tunes (``methods.space.Knob``s, from the method module's SEARCH_SPACE)
+    search_space: tuple = ()
 
     @property
     def trains_encoder(self) -> bool:
@@ -45,11 +47,12 @@ class Method:
 
 METHODS: dict[str, Method] = {
     m.name: m for m in (
-        Method("head", "Linear probe (head only)", head.HeadConfig, head.apply, head.TRAIN_DEFAULTS),
+        Method("head", "Linear probe (head only)", head.HeadConfig, head.apply, head.TRAIN_DEFAULTS,
+               search_space=head.SEARCH_SPACE),
         Method("last_n", "Last N layers + head", last_n.LastNConfig, last_n.apply, last_n.TRAIN_DEFAULTS,
-               encoder_lr_label="Encoder learning rate (last N layers)"),
+               encoder_lr_label="Encoder learning rate (last N layers)", search_space=last_n.SEARCH_SPACE),
         Method("lora", "LoRA adapters + head", lora.LoraMethodConfig, lora.apply, lora.TRAIN_DEFAULTS, lora.merge,
-               encoder_lr_label="LoRA adapter learning rate"),
+               encoder_lr_label="LoRA adapter learning rate", search_space=lora.SEARCH_SPACE),
     )
 }
 

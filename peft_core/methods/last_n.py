@@ -5,9 +5,14 @@ from dataclasses import asdict, dataclass
 
 from ..checks import check_number
 from ..errors import ConfigError
+from .space import Knob, epochs, head_dropout
 
 TRAIN_DEFAULTS = {"epochs": 4, "head_learning_rate": 1e-2, "learning_rate": 1e-4, "batch_size": 32,
-                  "early_stopping_patience": 2, "probe_epochs": 0}
+                  "early_stopping_patience": 2, "probe_epochs": 0, "weight_decay": 0.01,
+                  "solver": "adamw"}
+# what a budgeted search tunes (``peft_core.search``); num_layers above the model's layer count fails that trial
+SEARCH_SPACE = (Knob("method", "num_layers", "int", 1, 4), Knob("train", "learning_rate", "log", 1e-5, 3e-4),
+                Knob("train", "head_learning_rate", "log", 1e-3, 3e-2), epochs(2, 6), head_dropout())
 
 
 @dataclass

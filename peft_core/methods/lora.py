@@ -10,9 +10,15 @@ from dataclasses import asdict, dataclass, field
 
 from ..checks import check_number
 from ..errors import ConfigError
+from .space import Knob, epochs, head_dropout
 
 TRAIN_DEFAULTS = {"epochs": 4, "head_learning_rate": 1e-2, "learning_rate": 1e-3, "batch_size": 32,
-                  "early_stopping_patience": 2, "probe_epochs": 60}
+                  "early_stopping_patience": 2, "probe_epochs": 60, "weight_decay": 0.01,
+                  "solver": "adamw"}
+# what a budgeted search tunes (``peft_core.search``): rank and scale as in the paper's sweeps, the adapter rate
+SEARCH_SPACE = (Knob("method", "r", "choice", choices=(4, 8, 16)),
+                Knob("method", "alpha", "choice", choices=(8.0, 16.0, 32.0)),
+                Knob("train", "learning_rate", "log", 1e-4, 3e-3), epochs(2, 5), head_dropout())
 
 
 @dataclass

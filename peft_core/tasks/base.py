@@ -71,6 +71,9 @@ class TaskKind:
     score_key = "val_score"
     #: whether :meth:`calibrate` fits anything (the pipeline then predicts the validation split once more)
     calibrates = False
+    #: how the label audit (``peft_core.audit``) reads this kind's targets: "single" (one class id per row),
+    #: "multi" (a 0/1 vector per row: cleanlab's ``multi_label=True``), or None: labels cannot be audited
+    label_audit: str | None = None
 
     def targets(self, spec: TaskSpec, values: Sequence) -> torch.Tensor:
         """The split's ``label`` column as training targets (dtype and shape per kind)."""

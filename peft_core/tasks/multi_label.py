@@ -142,6 +142,7 @@ class MultiLabel(TaskKind):
     title = "Multi-label classification"
     score_key = "val_micro_ap"
     calibrates = True
+    label_audit = "multi"
 
     def targets(self, spec: TaskSpec, values) -> torch.Tensor:
         return torch.as_tensor(multi_hot(values, spec.num_labels), dtype=torch.float32)  # [n, k]

@@ -24,6 +24,7 @@ class SingleLabel(TaskKind):
     name = "single_label"
     title = "Single-label classification"
     score_key = "val_macro_f1"
+    label_audit = "single"
 
     def targets(self, spec: TaskSpec, values: Sequence) -> torch.Tensor:
         return torch.as_tensor(np.asarray(values, dtype=np.int64))  # [n]
