@@ -27,6 +27,7 @@ from .cli_search import add_parser as add_search_parser, cmd_search
 from .errors import PeftCoreError, RunCancelled
 from .methods import METHODS
 from .tasks import TASKS
+from .training import SOLVERS
 from .tracking import TRACKERS
 from .models import DEFAULT_MODELS, REGISTRY
 
@@ -65,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--head-learning-rate", type=float)
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay; with --solver lbfgs the L2 "
                    "strength, C = 1/weight_decay as in scikit-learn (default: the method's)")
-    g.add_argument("--solver", choices=["adamw", "lbfgs"], help="adamw: mini-batch AdamW; lbfgs: full-batch L-BFGS "
+    g.add_argument("--solver", choices=list(SOLVERS), help="adamw: mini-batch AdamW; lbfgs: full-batch L-BFGS "
                    "of the head on cached features (default: the method's; head: lbfgs)")
     g.add_argument("--warmup-ratio", type=float, default=0.1)
     g.add_argument("--max-length", type=int, default=128, help="tokens per text (longer texts are truncated)")

@@ -69,7 +69,7 @@ class BestEpochs:
 
 
 def lbfgs_fit(model: nn.Module, feed, labels: dict, objective, cfg, emit: Callable, control, res,
-              t0: float, check_finite: Callable[[float, str], None], where: str = "") -> None:
+              t0: float, check_finite: Callable[[float, str, str], None], where: str = "") -> None:
     """Fit the trainable head of ``model`` on ``feed.features`` (float32 [n, hidden] per split) with full-batch
     L-BFGS (SciPy's ``minimize(method="L-BFGS-B")``, the solver behind scikit-learn's ``LogisticRegression``) for
     up to ``cfg.epochs`` iterations; fills ``res`` (history, step_losses = the training loss after each iteration,
@@ -77,7 +77,7 @@ def lbfgs_fit(model: nn.Module, feed, labels: dict, objective, cfg, emit: Callab
 
     Every process of a multi-process run fits the same head on the same gathered features (no gradient sync).
     Emits "start", "step" (one per iteration), "epoch" and "phase" ("training") events; ``control`` stops it
-    between iterations. ``check_finite(value, where)`` raises ``NonFiniteError`` for a NaN / infinite loss.
+    between iterations. ``check_finite(value, what, where)`` raises ``NonFiniteError`` for a NaN / infinite loss.
     ``where``: the processes and device, for the "start" message.
     """
     from scipy.optimize import minimize
@@ -112,11 +112,11 @@ def lbfgs_fit(model: nn.Module, feed, labels: dict, objective, cfg, emit: Callab
         head.set(intermediate_result.x)
         with torch.no_grad():
             train_loss = float(intermediate_result.fun) - float(penalty())
-            check_finite(train_loss, f"iteration {it}")
+            check_finite(train_loss, "training loss", f"iteration {it}")
             res.step_losses.append(train_loss)
             emit(ProgressEvent("step", it, cfg.epochs, float(it), train_loss, elapsed_s=time.perf_counter() - t0))
             metrics = objective.metrics(module(input=feed.features["validation"]).float(), labels["validation"])
-        check_finite(metrics["val_loss"], f"the validation after iteration {it}")
+        check_finite(metrics["val_loss"], "validation loss", f"the end of iteration {it}")
         res.history.append({"epoch": it, "train_loss": train_loss, **metrics})
         emit(ProgressEvent("epoch", it, cfg.epochs, it, metrics=metrics, elapsed_s=time.perf_counter() - t0))
         phase.advance()

@@ -265,7 +265,7 @@ def _solve(model, feed, labels, objective, cfg: TrainConfig, acc, emit, control,
     so and uses AdamW), mini-batch AdamW otherwise."""
     if cfg.solver == "lbfgs" and feed.kind == FeatureFeed.kind and not _trains_beyond_head(model):
         lbfgs_fit(model, feed, labels, objective, cfg, emit, control, res, t0,
-                  lambda value, where: _stop_if_non_finite(acc, value, "training loss", where, cfg),
+                  lambda value, what, where: _stop_if_non_finite(acc, value, what, where, cfg),
                   f"; {acc.num_processes} process(es) on {acc.device}")
         return
     if cfg.solver == "lbfgs":
