@@ -37,13 +37,21 @@ def test_short_search_shows_a_leaderboard_with_the_best_marked(browser, url, tmp
     page.locator("#hp").get_by_text("Hyper-parameters").click()
     set_number(page, "hp-max-length", 64)
     page.locator("#search").get_by_text("Find the best settings").click()
-    budget = page.locator("#search-budget input[type=number]")
-    budget.fill("0.5")
-    budget.press("Tab")
     for title in ("Last N layers + head", "LoRA adapters + head"):  # the linear probe alone: seconds per trial
         page.locator("#search-methods").get_by_label(title).uncheck()
+    # the budget last, once the accordion's content has settled; the slider's range input shows the value the
+    # component holds (a CI run once started the default 15 minutes: the typed value had not reached it)
+    budget, held = page.locator("#search-budget input[type=number]"), page.locator("#search-budget input[type=range]")
+    for _ in range(3):
+        budget.fill("0.5")
+        budget.press("Tab")
+        page.wait_for_timeout(500)
+        if held.input_value() == "0.5":
+            break
+    expect(held).to_have_value("0.5", timeout=5_000)
     page.locator("#search-start").click()
     expect(page.locator("#search-status")).to_contain_text("Searching", timeout=30_000)
+    expect(page.locator("#search-status")).to_contain_text("of 30 s", timeout=5_000)  # the budget reached the search
     expect(page.locator("#search-stop")).to_be_enabled(timeout=10_000)
     expect(page.locator("#search-status")).to_contain_text("Search ended", timeout=180_000)
     board = page.locator("#search-board")
