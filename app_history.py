@@ -32,6 +32,8 @@ def _settings(j: JobInfo) -> str:
     text = f"{p.get('epochs')} epochs · lr {rates}"
     if p.get("solver") == "lbfgs":  # full-batch L-BFGS: no learning rate; epochs are iterations, L2 its term
         text = f"{p.get('epochs')} L-BFGS iterations · L2 {p.get('weight_decay')}"
+    if (j.results or {}).get("precision") == "bf16":  # the steps ran under bf16 autocast (peft_core.precision)
+        text += " · bf16"
     return text if is_image_run(j) else text + f" · max_length {p.get('max_length')}"
 
 

@@ -7,7 +7,9 @@
 Every training configuration runs in its own child process (so peak memory is its own), on the same data split,
 model (all-MiniLM-L6-v2 + mean pooling + linear head), method, epochs, batch size, max_length, learning rates and
 seed and fused AdamW; the Trainer side uses the stock transformers forward, DataCollatorWithPadding and random
-batches, our side its caches, padding-free training steps and sorted no-grad passes. Prints a markdown table of wall times, accuracies, ratios, inference speed, peak memory and the
+batches, our side its caches, padding-free training steps and sorted no-grad passes, at its default precision
+(``peft_core.precision``: bf16 autocast on a CPU with native bf16, where last_n and LoRA also run in fp32 so the table
+shows both; the Trainer at its own default, fp32). Prints a markdown table of wall times, accuracies, ratios, inference speed, peak memory and the
 FLOP floor (measured fp32 matmul rate x counted FLOPs), and writes it to --out.
 """
 from __future__ import annotations
@@ -53,7 +55,8 @@ def _setup(args, data):
     # the same algorithm on both sides: no linear-probe warm start (the Trainer run has none), and mini-batch AdamW
     # for the head too (the linear probe's default full-batch L-BFGS is measured by bench/probe.py)
     cfg = TrainConfig(epochs=args.epochs, max_length=args.max_length, batch_size=32, early_stopping_patience=0,
-                      probe_epochs=0, solver="adamw", weight_decay=0.01).with_defaults(
+                      probe_epochs=0, solver="adamw", weight_decay=0.01,
+                      precision=getattr(args, "precision", None) or "auto").with_defaults(
                           METHODS[args.method].train_defaults)
     return model, tok, cfg
 
@@ -243,6 +246,7 @@ def main() -> None:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--engine", choices=["ours", "trainer"], help=argparse.SUPPRESS)
     ap.add_argument("--method", help=argparse.SUPPRESS)
+    ap.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child_train(args)))
@@ -252,26 +256,37 @@ def main() -> None:
     rows = []
     data = _data(args)
     fl = flop_floor(args, data)
+    from peft_core.precision import resolve as resolve_precision
+
+    auto = resolve_precision("auto")
     for method in [m for m in args.methods.split(",") if m and m != "none"]:
         got = {}
-        for engine in ("trainer", "ours"):
-            p = subprocess.run(base + ["--child", "--engine", engine, "--method", method], capture_output=True,
-                               text=True, check=False)
+        # ours at the default precision; where that is bf16 (a CPU with native bf16) also in fp32, so the table
+        # shows what bf16 autocast adds (the Trainer runs in its own default, fp32)
+        runs = [("trainer", "fp32"), ("ours", auto)] + ([("ours", "fp32")] if auto != "fp32" and method != "head" else [])
+        for engine, precision in runs:
+            p = subprocess.run(base + ["--child", "--engine", engine, "--method", method, "--precision", precision],
+                               capture_output=True, text=True, check=False)
             if p.returncode != 0:
-                raise SystemExit(f"{engine}/{method} failed:\n{p.stderr[-3000:]}")
-            got[engine] = json.loads(p.stdout.strip().splitlines()[-1])
-        t, o = got["trainer"], got["ours"]
-        rows.append(f"| {method} | {t['seconds']:.1f} | {o['seconds']:.1f} | **{t['seconds'] / o['seconds']:.1f}x** | "
-                    f"{t['accuracy']:.4f} | {o['accuracy']:.4f} | {t['peak_rss_mb']:.0f} / {o['peak_rss_mb']:.0f} | "
-                    f"{_floor_seconds(method, args.epochs, fl):.1f} |")
+                raise SystemExit(f"{engine}/{method}/{precision} failed:\n{p.stderr[-3000:]}")
+            got[engine, precision] = json.loads(p.stdout.strip().splitlines()[-1])
+        t = got["trainer", "fp32"]
+        for (engine, precision), o in got.items():
+            if engine == "trainer":
+                continue
+            shown = "fp32" if method == "head" else precision  # the head alone always trains in fp32
+            rows.append(f"| {method} | {shown} | {t['seconds']:.1f} | {o['seconds']:.1f} | "
+                        f"**{t['seconds'] / o['seconds']:.1f}x** | {t['accuracy']:.4f} | {o['accuracy']:.4f} | "
+                        f"{t['peak_rss_mb']:.0f} / {o['peak_rss_mb']:.0f} | {_floor_seconds(method, args.epochs, fl):.1f} |")
     inf = inference(args, data)
     eager = inf[EAGER]
     lines = [f"Data: {Path(args.data).name} ({sum(len(v) for v in data.splits.values())} rows: "
              f"{', '.join(f'{k} {len(v)}' for k, v in data.splits.items())}); {args.epochs} epochs, batch 32, "
              f"max_length {args.max_length}; {os.cpu_count()} CPUs; matmul {fl['matmul_gflops']:.0f} GFLOP/s; "
              f"{fl['real_tokens']} real train+validation tokens.", "",
-             "| method | Trainer s | ours s | speed-up | Trainer acc | ours acc | peak RSS MB (Trainer / ours) | FLOP floor s |",
-             "|---|---|---|---|---|---|---|---|", *rows, "",
+             "| method | ours precision | Trainer s | ours s | speed-up | Trainer acc | ours acc | "
+             "peak RSS MB (Trainer / ours) | fp32 FLOP floor s |",
+             "|---|---|---|---|---|---|---|---|---|", *rows, "",
              f"Inference speed on the first {len(data.splits['test']) if not args.infer_rows else min(args.infer_rows, len(data.splits['test']))} "
              f"test texts in test order (batch-1: median latency over those texts; batch-64: median of 3 passes), "
              f"accuracy on all {len(data.splits['test'])} (linear-probe model, default settings):", "",

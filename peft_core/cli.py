@@ -27,6 +27,7 @@ from .cli_search import add_parser as add_search_parser, cmd_search
 from .errors import PeftCoreError, RunCancelled
 from .methods import METHODS
 from .tasks import TASKS
+from .precision import PRECISIONS
 from .training import SOLVERS
 from .tracking import TRACKERS
 from .models import DEFAULT_MODELS, REGISTRY
@@ -68,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
                    "strength, C = 1/weight_decay as in scikit-learn (default: the method's)")
     g.add_argument("--solver", choices=list(SOLVERS), help="adamw: mini-batch AdamW; lbfgs: full-batch L-BFGS "
                    "of the head on cached features (default: the method's; head: lbfgs)")
+    g.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto",
+                   help="compute precision of the trainable part's forward in AdamW steps (auto: bf16 on a CPU "
+                        "with native bf16, avx512_bf16 / amx_bf16, else fp32; weights and optimizer stay fp32)")
     g.add_argument("--warmup-ratio", type=float, default=0.1)
     g.add_argument("--max-length", type=int, default=128, help="tokens per text (longer texts are truncated)")
     g.add_argument("--dropout", type=float, default=0.1, help="head dropout")
@@ -108,7 +112,8 @@ def _run_config(args):
                        warmup_ratio=args.warmup_ratio, max_length=args.max_length, dropout=args.dropout,
                        early_stopping_patience=args.patience, seed=args.seed,
                        feature_cache=not args.no_feature_cache, probe_epochs=args.probe_epochs,
-                       class_weights=args.class_weights, solver=args.solver)
+                       class_weights=args.class_weights, solver=args.solver,
+                       precision=args.precision)
     return RunConfig(train_file=args.data, test_file=args.test_data, text_column=args.text_column,
                      label_column=args.label_column, task=args.task, text_pair_column=args.text_pair_column,
                      label_separator=args.label_separator, model=args.model, method=args.method,

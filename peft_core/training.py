@@ -21,6 +21,8 @@ from .checks import check_number
 from .errors import ConfigError, NonFiniteError
 from .feeds import FeatureFeed, _layer_stack, first_trainable_layer, make_feed
 from .full_batch import BestEpochs, lbfgs_fit
+from .precision import autocast, check_precision
+from .precision import resolve as resolve_precision
 from .tasks import TaskSpec, get_task
 
 
@@ -51,7 +53,8 @@ class TrainConfig:
     multi-label: per-label ``pos_weight``; see ``peft_core.tasks``), off by default; ``solver``: "adamw" (mini-batch
     AdamW, every method) or "lbfgs" (full-batch L-BFGS of the head alone on cached features, the linear probe's
     default; there an epoch is one L-BFGS iteration and ``weight_decay`` is the L2 term, C = 1 / weight_decay,
-    see ``peft_core.full_batch``).
+    see ``peft_core.full_batch``); ``precision``: "auto", "fp32" or "bf16", the compute precision of the trainable
+    part's forward in AdamW steps (``peft_core.precision``; "auto": bf16 on a CPU with native bf16, else fp32).
     """
 
     epochs: int | None = None
@@ -68,6 +71,7 @@ class TrainConfig:
     probe_epochs: int | None = None
     class_weights: bool = False
     solver: str | None = None
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         checks = {"epochs": (1, max_epochs()), "batch_size": (1, 4096), "learning_rate": (0, 1), "head_learning_rate":
@@ -80,6 +84,7 @@ class TrainConfig:
                 setattr(self, name, check_number(name, getattr(self, name), lo, hi, whole=name in whole))
         if self.solver is not None and self.solver not in SOLVERS:
             raise ConfigError(f"solver {self.solver!r} is unknown; choose one of {', '.join(SOLVERS)}")
+        check_precision(self.precision)
 
     def with_defaults(self, defaults: dict) -> "TrainConfig":
         """A copy where every ``None`` field takes the value from ``defaults``."""
@@ -109,6 +114,7 @@ class TrainResult:
     cache: str = "none"
     probe: dict = field(default_factory=dict)  # the linear-probe warm start, when one ran
     score_name: str = "macro-F1"
+    precision: str = "fp32"  # what the training steps' forward ran in (``TrainConfig.precision`` resolved)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -350,8 +356,11 @@ def _fit(model, feed, labels, objective, cfg: TrainConfig, acc, emit, control, r
     module, optimizer, loader, scheduler = acc.prepare(feed.module, optimizer, loader, scheduler)
     total = cfg.epochs * len(loader)  # per process, after sharding
     keeper, step = BestEpochs(model, cfg.early_stopping_patience), 0
+    # the head alone trains in fp32: its matmul is too small for bf16 to pay, and the probe's results stay exact
+    res.precision = resolve_precision(cfg.precision, acc.device) if _trains_beyond_head(model) else "fp32"
     emit(ProgressEvent("start", 0, total, message=f"{len(labels['train'])} training rows; cache: {feed.kind}; "
-                       f"{acc.num_processes} process(es) on {acc.device}", elapsed_s=time.perf_counter() - t0))
+                       f"{acc.num_processes} process(es) on {acc.device}; {res.precision}",
+                       elapsed_s=time.perf_counter() - t0))
     phase = Phase(emit, "training", total, control, every_s=1.0)
     try:  # phase.advance / phase.check raise StopRequested when the stop flag is set
         phase.start()
@@ -359,8 +368,9 @@ def _fit(model, feed, labels, objective, cfg: TrainConfig, acc, emit, control, r
             set_train_mode(model)
             losses = []
             for idx in loader:
-                logits = module(**feed.batch("train", idx.tolist()))
-                loss = objective.loss(logits, labels["train"][idx].to(acc.device))
+                with autocast(res.precision, acc.device):
+                    logits = module(**feed.batch("train", idx.tolist()))
+                loss = objective.loss(logits.float(), labels["train"][idx].to(acc.device))
                 acc.backward(loss)
                 optimizer.step()
                 scheduler.step()

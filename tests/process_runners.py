@@ -14,7 +14,7 @@ def _run(score=0.9):
     return SimpleNamespace(
         data=SimpleNamespace(task=SimpleNamespace(kind="single_label")),
         train_result=SimpleNamespace(best_epoch=1, history=[{"val_score": score}], stopped_early=False,
-                                     seconds=0.01, cancelled=False, score_name="macro-F1"),
+                                     seconds=0.01, cancelled=False, score_name="macro-F1", precision="fp32"),
         eval_report=SimpleNamespace(accuracy=score, macro_f1=score, baseline_accuracy=0.5,
                                     headline_name="accuracy", headline=score, baseline_headline=0.5),
         trainable_parameters=1, total_parameters=10)

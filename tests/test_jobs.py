@@ -182,7 +182,7 @@ class FakeRunner:
         return SimpleNamespace(
             data=SimpleNamespace(task=SimpleNamespace(kind="single_label")),
             train_result=SimpleNamespace(best_epoch=1, history=[{"val_score": 0.9, "val_macro_f1": 0.9}],
-                                         stopped_early=False, seconds=0.01, cancelled=False, score_name="macro-F1"),
+                                         stopped_early=False, seconds=0.01, cancelled=False, score_name="macro-F1", precision="fp32"),
             eval_report=SimpleNamespace(accuracy=0.9, macro_f1=0.9, baseline_accuracy=0.5, headline_name="accuracy",
                                         headline=0.9, baseline_headline=0.5),
             trainable_parameters=1, total_parameters=10)

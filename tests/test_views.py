@@ -230,7 +230,7 @@ def fake_runner(cfg, run_dir, callbacks, control):
     ev = SimpleNamespace(accuracy=0.9, macro_f1=0.8, baseline_accuracy=0.86, headline_name="macro-F1", headline=0.8,
                          baseline_headline=0.46)
     tr = SimpleNamespace(best_epoch=1, history=[{"val_score": 0.8, "val_macro_f1": 0.8}], stopped_early=False,
-                         seconds=1.0, cancelled=False, score_name="macro-F1")
+                         seconds=1.0, cancelled=False, score_name="macro-F1", precision="fp32")
     data = SimpleNamespace(task=SimpleNamespace(kind="single_label"))
     return SimpleNamespace(eval_report=ev, train_result=tr, trainable_parameters=10, total_parameters=1000, data=data)
 

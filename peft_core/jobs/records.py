@@ -94,6 +94,7 @@ def _results(run) -> dict:
             "trainable_pct": 100 * run.trainable_parameters / run.total_parameters,
             "trainable_parameters": run.trainable_parameters, "best_epoch": r.best_epoch,
             "epochs_run": len(r.history), "stopped_early": r.stopped_early, "training_s": r.seconds,
+            "precision": r.precision,
             "best_val_score": max((h["val_score"] for h in r.history), default=None), "val_score_name": r.score_name,
             "best_val_macro_f1": max((h.get("val_macro_f1", h["val_score"]) for h in r.history), default=None)}
 

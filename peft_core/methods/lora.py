@@ -57,9 +57,27 @@ def apply(model, config: LoraMethodConfig, spec):
     if targets == ["all-linear"]:
         cfg.exclude_modules = ["head"]  # wrap the encoder's linears only
     try:
-        return get_peft_model(model, cfg)
+        model = get_peft_model(model, cfg)
     except ValueError as e:
         raise ConfigError(f"LoRA target modules {targets} not found in {spec.key}: {e}") from e
+    _numpy_dropout(model)
+    return model
+
+
+def _numpy_dropout(model) -> None:
+    """Swap peft's adapter dropout (``lora_dropout``, one ``nn.Dropout`` per adapter) for
+    ``unpad.MaskDropout``: the same rate and scaling, with masks drawn by numpy instead of torch's slower CPU
+    ``bernoulli_``. Nothing saved changes (dropout has no state)."""
+    from torch import nn
+
+    from ..unpad import MaskDropout
+
+    for module in model.modules():
+        drops = getattr(module, "lora_dropout", None)
+        if isinstance(drops, nn.ModuleDict):
+            for name, d in list(drops.items()):
+                if type(d) is nn.Dropout and d.p > 0:
+                    drops[name] = MaskDropout(d.p)
 
 
 def merge(model):
