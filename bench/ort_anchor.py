@@ -18,7 +18,12 @@ import onnx
 def export_plain(model, tokenizer, path: Path, max_length: int) -> Path:
     """``model`` (a TextClassifier: input_ids, attention_mask[, token_type_ids] -> logits float32 [batch,
     num_labels]) exported with the TorchScript exporter at opset 17, batch and sequence axes dynamic: the graph
-    shape ONNX Runtime's transformer optimizer matches (MatMul / Softmax attention, erf GELU). Returns ``path``."""
+    shape ONNX Runtime's transformer optimizer matches (MatMul / Softmax attention, erf GELU). Returns ``path``.
+    A deep copy is traced: tracing ``model`` itself (eager attention switched on for the trace, then back to SDPA)
+    left its later PyTorch outputs changed (pooled features of padded batches off by up to 0.13; the bench's
+    eager row lost about 1 point of accuracy), so the caller's model is never touched."""
+    import copy
+
     import torch
 
     from peft_core.inference import batch_inputs
@@ -35,6 +40,7 @@ def export_plain(model, tokenizer, path: Path, max_length: int) -> Path:
     names = ["input_ids", "attention_mask", "token_type_ids"]
     args = tuple(example.get(n, torch.zeros_like(example["input_ids"])) for n in names)
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+    model = copy.deepcopy(model)
     config = model.backbone.config
     before = config._attn_implementation
     config._attn_implementation = "eager"  # the MatMul / Softmax attention the optimizer fuses (SDPA's trace is not)

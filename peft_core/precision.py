@@ -18,9 +18,18 @@ import functools
 import platform
 from pathlib import Path
 
-import torch
+import os
 
-from .errors import ConfigError
+# bf16 matmuls on a CPU run through oneDNN, whose primitive cache (default 1,024 entries) keeps a primitive, with
+# its buffers, for every matrix shape it meets: padding-free steps have a new token count nearly every step. One
+# epoch of last-2 on full SMS Spam peaked at 1,984 MB RSS with the default, 1,609-1,626 MB with 64 entries (fp32:
+# 1,375 MB), at no loss of speed (26.5-28.3 s vs 35.3 s). Read by oneDNN at its first primitive, so set on import;
+# a value the user set is kept.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
+
+import torch  # noqa: E402
+
+from .errors import ConfigError  # noqa: E402
 
 #: precision name -> autocast dtype (None: float32, no autocast)
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
