@@ -7,18 +7,17 @@ Micikevicius et al. 2018 ("Mixed Precision Training") with bf16 needing no loss 
 "A Study of BFLOAT16 for Deep Learning Training"). Validation, evaluation, the feature cache and export stay float32.
 
 ``auto`` (the default) is ``bf16`` on a CPU with native bf16 dot products (x86 ``avx512_bf16`` or ``amx_bf16``), where
-it was measured faster at the same accuracy (``bench/bf16_candidate.py``: full SMS Spam, one epoch, last-2 layers
-33.1 -> 29.1 s, LoRA 48.2 -> 35.5 s, held-out accuracy unchanged), and ``fp32`` elsewhere: without native bf16 the
-conversions cost more than the narrower matmuls save, and GPUs are left to an explicit choice.
+it was measured faster at the same accuracy (``python bench/run.py``, full SMS Spam, 3 epochs, AMD EPYC with
+avx512_bf16: last-2 layers 69.3 -> 63.6 s, LoRA 141.1 -> 109.3 s, held-out accuracy unchanged), and ``fp32``
+elsewhere: without native bf16 oneDNN emulates bf16 (not measured to pay), and GPUs are left to an explicit choice.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import platform
 from pathlib import Path
-
-import os
 
 # bf16 matmuls on a CPU run through oneDNN, whose primitive cache (default 1,024 entries) keeps a primitive, with
 # its buffers, for every matrix shape it meets: padding-free steps have a new token count nearly every step. One
