@@ -101,10 +101,13 @@ class MaskDropout(nn.Dropout):
     Spam, 500 training rows)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p <= 0.0:
-            return x
-        rng = np.random.Generator(np.random.PCG64(int(torch.randint(0, 2**62, (1,)).item())))
-        return x * dropout_mask(x.shape, self.p, rng).to(device=x.device, dtype=x.dtype)
+        return _dropout(x, self, _torch_seeded_rng() if self.training and self.p > 0.0 else None)
+
+
+def _torch_seeded_rng() -> np.random.Generator:
+    """A numpy generator seeded from torch's RNG: masks stay reproducible under ``torch.manual_seed``, and every
+    call draws new ones."""
+    return np.random.Generator(np.random.PCG64(int(torch.randint(0, 2**62, (1,)).item())))
 
 
 def _dropout(x: torch.Tensor, module: nn.Module, rng: np.random.Generator | None) -> torch.Tensor:
@@ -158,10 +161,7 @@ def run_layers(layers: Sequence[nn.Module], hidden: torch.Tensor, attention_mask
     b, s, width = hidden.shape
     plan = _Plan(attention_mask)
     h = hidden.reshape(b * s, width).index_select(0, plan.idx)
-    # dropout masks of this call come from one generator seeded from torch's RNG: runs stay reproducible under
-    # torch.manual_seed, and every step draws new masks
-    rng = np.random.Generator(np.random.PCG64(int(torch.randint(0, 2**62, (1,)).item()))) if any(
-        layer.training for layer in layers) else None
+    rng = _torch_seeded_rng() if any(layer.training for layer in layers) else None  # one per call: new masks
     for layer in layers:
         h = _layer(layer, h, plan, rng)
     return h.new_zeros(b * s, width).index_copy(0, plan.idx, h).view(b, s, width)

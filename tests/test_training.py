@@ -237,6 +237,23 @@ def test_dropout_mask_drops_at_rate_p_and_scales_like_torch():
     assert torch.equal(dropout_mask((3, 4), 1.0, np.random.default_rng(4)), torch.zeros(3, 4))  # p=1: all dropped
 
 
+def test_lora_adapter_dropout_uses_numpy_masks_at_its_rate(small):
+    from peft_core.unpad import MaskDropout
+
+    model, *_ = build_model("minilm", "lora", {"r": 8, "dropout": 0.2}, small.task.num_labels)
+    drops = [d for m in model.modules() if isinstance(getattr(m, "lora_dropout", None), torch.nn.ModuleDict)
+             for d in m.lora_dropout.values()]
+    assert drops and all(type(d) is MaskDropout and d.p == 0.2 for d in drops)  # one per adapted projection
+    d, x = drops[0], torch.ones(500, 384)
+    torch.manual_seed(3)
+    y = d.train()(x)
+    assert abs((y == 0).float().mean().item() - 0.2) < 0.01 and torch.unique(y).tolist() == [0.0, pytest.approx(1.25)]
+    torch.manual_seed(3)
+    assert torch.equal(d(x), y)  # reproducible under torch.manual_seed
+    assert not torch.equal(d(x), y)  # and a new mask on the next call
+    assert torch.equal(d.eval()(x), x)  # off in eval mode
+
+
 @pytest.mark.parametrize("method,options", [("lora", {"r": 8}), ("last_n", {"num_layers": 2})])
 def test_padding_free_dropout_path_is_the_stock_layer_math(small, method, options, monkeypatch):
     """With the encoder layers' dropout on, the padding-free step writes attention out by hand and applies its
