@@ -75,17 +75,18 @@ def child_train(args) -> dict:
     data = _data(args)
     model, tok, cfg = _setup(args, data)
     t0 = time.perf_counter()
+    precision = "fp32"  # the Trainer's default
     if args.engine == "ours":
         from peft_core.training import train
 
-        train(model, tok, data.splits, cfg)
+        precision = train(model, tok, data.splits, cfg).precision  # what the steps ran in (the head: always fp32)
     else:
         _trainer(model, tok, data, cfg)
     seconds = time.perf_counter() - t0
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     acc = _accuracy(model.eval(), tok, data, cfg.max_length)
-    return {"seconds": seconds, "accuracy": acc, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    return {"seconds": seconds, "accuracy": acc, "precision": precision, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "threads": torch.get_num_threads()}
 
 
@@ -271,11 +272,10 @@ def main() -> None:
                 raise SystemExit(f"{engine}/{method}/{precision} failed:\n{p.stderr[-3000:]}")
             got[engine, precision] = json.loads(p.stdout.strip().splitlines()[-1])
         t = got["trainer", "fp32"]
-        for (engine, precision), o in got.items():
+        for (engine, _), o in got.items():
             if engine == "trainer":
                 continue
-            shown = "fp32" if method == "head" else precision  # the head alone always trains in fp32
-            rows.append(f"| {method} | {shown} | {t['seconds']:.1f} | {o['seconds']:.1f} | "
+            rows.append(f"| {method} | {o['precision']} | {t['seconds']:.1f} | {o['seconds']:.1f} | "
                         f"**{t['seconds'] / o['seconds']:.1f}x** | {t['accuracy']:.4f} | {o['accuracy']:.4f} | "
                         f"{t['peak_rss_mb']:.0f} / {o['peak_rss_mb']:.0f} | {_floor_seconds(method, args.epochs, fl):.1f} |")
     inf = inference(args, data)
