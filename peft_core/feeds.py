@@ -174,7 +174,9 @@ class FeatureFeed(TextFeed):
     kind = "pooled features"
     #: a step is a [batch, hidden] x [hidden, num_labels] matmul: far too small to split across cores, and a split
     #: one waits on every busy core (a 77-class head on 10k cached rows, batch 32, under load ~5.7 on 2 cores:
-    #: 39.3 ms per step on 2 threads, 4.6 ms on 1)
+    #: 39.3 ms per step on 2 threads, 4.6 ms on 1). L-BFGS's full-batch product runs on one thread too: between
+    #: its products SciPy's L-BFGS-B and numpy run, and with 2 threads the iteration took 1.6-1.8x longer than on 1
+    #: (idle, 150 classes, 9,000 rows: bench/probe.py 10.8 vs 5.7 s) though the product alone is 1.8x faster
     step_threads = 1
 
     def __init__(self, model, tokenizer, texts: dict, max_length: int, acc, phase: Phase | None = None):
@@ -249,14 +251,20 @@ class PrefixFeed(TextFeed):
             lengths = token_lengths(tokenizer, rows, max_length)
             store = _TokenStates(lengths, hidden)
 
-            def run(ix, rows=rows, lengths=lengths):
+            def run(ix, rows=rows, lengths=lengths, store=store):
+                # one process: each batch goes straight into the store, so the states never sit in RAM all at once
+                # (past the budget the store is a memory-mapped file); several: gathered, every process keeps all
                 out = []
                 for b in sorted_batches(lengths[ix], 64):
                     inputs = {k: v.to(acc.device) for k, v in batch_inputs(tokenizer, [rows[ix[j]] for j in b],
                                                                              max_length).items()}
                     with torch.no_grad():
                         h = prefix(**inputs).last_hidden_state.float().cpu().numpy()
-                    out += [(int(ix[j]), h[r, :lengths[ix[j]]]) for r, j in enumerate(b)]
+                    for r, j in enumerate(b):
+                        if acc.num_processes == 1:
+                            store.put(int(ix[j]), h[r, :lengths[ix[j]]])
+                        else:
+                            out.append((int(ix[j]), h[r, :lengths[ix[j]]].copy()))
                     tick(len(b))
                 return out
 

@@ -46,6 +46,40 @@ def test_cache_gives_the_same_model_as_recomputing(small, method, options, kind)
     np.testing.assert_allclose(r1.step_losses, r2.step_losses, atol=1e-4)
 
 
+def test_token_state_cache_past_its_ram_budget_is_memory_mapped_and_equal(small, monkeypatch):
+    """Past ``PEFT_CACHE_RAM_MB`` the last_n token states go to a memory-mapped file, written batch by batch while
+    encoding (never held in RAM all at once), and read back as the in-RAM cache holds them."""
+    import numpy as np
+
+    from peft_core import feeds
+    from peft_core.training import make_accelerator
+
+    from peft_core.splits import split_inputs
+
+    texts = {s: split_inputs(small.splits[s])[:150] for s in ("train", "validation")}
+    torch.manual_seed(0)
+    model, tok, *_ = build_model("minilm", "last_n", {"num_layers": 2}, small.task.num_labels)
+    acc = make_accelerator()
+    in_ram = feeds.make_feed(model, tok, texts, 48, acc, use_cache=True)
+    written, batches = [], [0]  # (store type, batches encoded so far) at each put
+    monkeypatch.setattr(feeds, "CACHE_RAM_BYTES", 4096)
+    monkeypatch.setattr(feeds._TokenStates, "put", lambda self, i, st, put=feeds._TokenStates.put: (
+        written.append((type(self.data), batches[0])), put(self, i, st))[1])
+    monkeypatch.setattr(feeds, "batch_inputs", lambda *a, f=feeds.batch_inputs: (
+        batches.__setitem__(0, batches[0] + 1), f(*a))[1])
+    spilled = feeds.make_feed(model, tok, texts, 48, acc, use_cache=True)
+    assert spilled.kind == in_ram.kind == "frozen-prefix token states"
+    for split in texts:
+        assert not in_ram.states[split].spilled and spilled.states[split].spilled
+        assert isinstance(spilled.states[split].data, np.memmap)
+        np.testing.assert_array_equal(np.asarray(spilled.states[split].data), in_ram.states[split].data)
+    assert [t for t, _ in written] == [np.memmap] * sum(map(len, texts.values()))  # one put per row, to the file
+    assert written[0][1] == 1 and len({b for _, b in written}) == batches[0]  # each batch's rows as it is encoded
+    model.eval()
+    np.testing.assert_array_equal(spilled.all_logits(spilled.module, "validation").numpy(),
+                                  in_ram.all_logits(in_ram.module, "validation").numpy())
+
+
 def test_early_stopping_restores_the_best_epoch(small):
     model, res = _head_run(small, epochs=60, early_stopping_patience=2, head_learning_rate=0.2, warmup_ratio=0.0,
                            solver="adamw")
