@@ -52,9 +52,8 @@ def test_token_state_cache_past_its_ram_budget_is_memory_mapped_and_equal(small,
     import numpy as np
 
     from peft_core import feeds
-    from peft_core.training import make_accelerator
-
     from peft_core.splits import split_inputs
+    from peft_core.training import make_accelerator
 
     texts = {s: split_inputs(small.splits[s])[:150] for s in ("train", "validation")}
     torch.manual_seed(0)
