@@ -59,8 +59,8 @@ def one_point(train: Path, test: Path, method: str, epochs: int, out: Path, budg
         sampler = threading.Thread(target=sample_peaks, args=(child.pid, peaks), daemon=True)
         sampler.start()
         _, status, usage = os.wait4(child.pid, 0)
-        sampler.join(timeout=1)
         seconds = time.perf_counter() - t0
+        sampler.join(timeout=1)  # it ends at its next read: the process is gone
         if os.waitstatus_to_exitcode(status) != 0:
             log.seek(0)
             raise SystemExit(f"{method} on {train.name} failed:\n{log.read().decode(errors='replace')[-3000:]}")
