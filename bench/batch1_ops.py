@@ -78,9 +78,10 @@ def main() -> None:
 
     config = json.loads((args.bundle / "config.json").read_text())
     tok = Tokenizer.from_file(str(args.bundle / "tokenizer.json"))
-    lines = (ROOT / "examples" / "sms_spam.csv").read_text().splitlines()[1:args.texts + 1]
+    import pandas as pd
+
     feeds = []
-    for text in (line.split(",", 1)[1] for line in lines):
+    for text in pd.read_csv(ROOT / "examples" / "sms_spam.csv")["text"].head(args.texts):  # quoted texts unquoted
         ids = np.array([tok.encode(text).ids[:128]], dtype=np.int64)
         feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
     base = config["peft_onnx_bundle"]["base_model"]["key"]
